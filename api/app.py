@@ -1,0 +1,49 @@
+"""The Flask app factory: ``gunicorn 'api.app:create_app()'``."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from flask import Flask
+
+from certctl_notify.config import Settings, load_settings
+from certctl_notify.db import make_engine, make_sessions
+from certctl_notify.dispatch import CeleryDispatcher, Dispatcher
+from certctl_notify.producer import make_producer
+
+#: Largest request body accepted, in bytes (larger → 413).
+MAX_BODY_BYTES = 1024 * 1024
+
+log = logging.getLogger("certctl_notify.api")
+
+
+@dataclass
+class Deps:
+    sessions: object
+    producer: object
+    dispatcher: Dispatcher
+
+
+def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | None = None) -> Flask:
+    """Build the API; ``settings`` default to the environment (read once, here)."""
+    from api import errors, health, notifications
+
+    settings = settings or load_settings()
+    app = Flask(__name__)
+    app.config["CERTCTL"] = settings
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    producer = make_producer(settings.broker_url)
+    app.extensions["certctl"] = Deps(
+        sessions=make_sessions(make_engine(settings.database_url)),
+        producer=producer,
+        dispatcher=dispatcher or CeleryDispatcher(producer),
+    )
+    errors.init_app(app)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(notifications.bp)
+    if not settings.api.auth_enabled:
+        log.warning("CERTCTL_AUTH_TYPE=none: the API accepts every request without a key (local use only)")
+    elif not settings.api.keys:
+        log.warning("no CERTCTL_API_KEYS configured: every /api/v1 request will be refused with 401")
+    return app

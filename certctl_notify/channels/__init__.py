@@ -1,0 +1,33 @@
+"""Channel adapters, built from settings: which channels exist is decided here, not in the task."""
+
+from __future__ import annotations
+
+from certctl_notify.channels.base import Channel, Notification, Sent, UnconfiguredChannel
+from certctl_notify.channels.http import OutboundHttp
+from certctl_notify.channels.webhook import WebhookChannel
+from certctl_notify.config import Settings
+from certctl_notify.model import Channel as ChannelName
+
+#: The variable whose absence leaves each not-yet-configured channel unconfigured.
+REQUIRED_VARIABLE = {
+    ChannelName.EMAIL: "CERTCTL_SMTP_HOST",
+    ChannelName.WEBHOOK: "CERTCTL_WEBHOOK_URL",
+    ChannelName.SLACK: "CERTCTL_SLACK_WEBHOOK_URL",
+    ChannelName.TEAMS: "CERTCTL_TEAMS_WEBHOOK_URL",
+    ChannelName.PAGERDUTY: "CERTCTL_PAGERDUTY_ROUTING_KEY",
+    ChannelName.OPSGENIE: "CERTCTL_OPSGENIE_API_KEY",
+}
+
+
+def build_channels(settings: Settings, *, http: OutboundHttp | None = None) -> dict[str, Channel]:
+    """One adapter per channel name; a channel without its settings is an `UnconfiguredChannel`."""
+    http = http or OutboundHttp(settings.outbound)
+    channels: dict[str, Channel] = {
+        name.value: UnconfiguredChannel(name.value, variable) for name, variable in REQUIRED_VARIABLE.items()
+    }
+    if settings.webhook.url:
+        channels[ChannelName.WEBHOOK.value] = WebhookChannel.from_settings(settings, http)
+    return channels
+
+
+__all__ = ["Channel", "Notification", "Sent", "UnconfiguredChannel", "build_channels"]

@@ -1,0 +1,73 @@
+"""Generic webhook: a JSON POST signed per the Standard Webhooks scheme."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from standardwebhooks import Webhook
+
+from certctl_notify.channels.base import Notification, Sent
+from certctl_notify.channels.http import OutboundHttp, classify
+from certctl_notify.config import Settings
+from certctl_notify.redact import safe_url
+
+
+def payload(notification: Notification) -> dict:
+    """The body receivers get: Standard Webhooks' ``{type, timestamp, data}`` envelope."""
+    return {
+        "type": f"certctl.{notification.type}",
+        "timestamp": notification.created_at.isoformat(),
+        "data": {
+            "id": notification.id,
+            "type": notification.type,
+            "certificate_id": notification.certificate_id,
+            "recipient": notification.recipient,
+            "subject": notification.subject,
+            "message": notification.message,
+            "severity": notification.severity,
+            "attempt": notification.attempt,
+        },
+    }
+
+
+class WebhookChannel:
+    """POSTs to ``CERTCTL_WEBHOOK_URL``; ``webhook-id`` is the notification id on every attempt, so a
+    resend after a crash is recognisable downstream."""
+
+    name = "Webhook"
+
+    def __init__(
+        self, url: str, secrets: tuple[str, ...], headers: tuple[tuple[str, str], ...], http: OutboundHttp,
+        *, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ):
+        self._url = url
+        self._signers = [Webhook(secret) for secret in secrets]
+        self._secrets = secrets
+        self._headers = dict(headers)
+        self._http = http
+        self._clock = clock
+
+    @classmethod
+    def from_settings(cls, settings: Settings, http: OutboundHttp) -> WebhookChannel:
+        return cls(settings.webhook.url, settings.webhook.secrets, settings.webhook.headers, http)
+
+    def send(self, notification: Notification) -> Sent:
+        body = json.dumps(payload(notification), separators=(",", ":"), ensure_ascii=False)
+        timestamp = self._clock().replace(microsecond=0)
+        headers = {
+            **self._headers,
+            "content-type": "application/json",
+            "user-agent": "certctl-notify",
+            "webhook-id": notification.id,
+            "webhook-timestamp": str(int(timestamp.timestamp())),
+        }
+        if self._signers:
+            headers["webhook-signature"] = " ".join(
+                signer.sign(notification.id, timestamp, body) for signer in self._signers
+            )
+        secrets = (self._url, *self._secrets)
+        reply = self._http.post(self._url, content=body.encode(), headers=headers, secrets=secrets)
+        classify(reply, peer=safe_url(self._url), secrets=secrets)
+        return Sent(status_code=reply.status_code)

@@ -1,0 +1,98 @@
+"""The producer and operator client: enqueue an alert, requeue a dead one.
+
+Each function frames its own short transaction with the given session factory, commits, and only
+then publishes (commit, then publish): a failed publish leaves a pending row for the sweep.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row
+from sqlalchemy.orm import Session, sessionmaker
+
+from certctl_notify import store
+from certctl_notify.alerts import parse_alert
+from certctl_notify.dispatch import Dispatcher, dispatch_quietly
+from certctl_notify.model import TRANSITIONS, utcnow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    row: Row
+    created: bool  #: False when a repeated dedupe_key returned the existing row
+
+
+def enqueue_alert(
+    sessions: sessionmaker[Session],
+    dispatcher: Dispatcher,
+    fields: Mapping[str, Any],
+    *,
+    now: Callable[[], datetime] = utcnow,
+) -> list[Enqueued]:
+    """Validate, store one pending row per channel, commit, then publish each new row's first attempt.
+
+    Raises:
+        ValidationError: on bad input; nothing is written.
+    """
+    alert = parse_alert(fields)
+    results: list[Enqueued] = []
+    with sessions.begin() as session:
+        for row in alert.rows(now()):
+            inserted = store.insert_notification(session, row)
+            if inserted is None:
+                results.append(Enqueued(store.get_by_dedupe_key(session, row["dedupe_key"]), created=False))
+            else:
+                results.append(Enqueued(inserted, created=True))
+    for result in results:
+        if result.created:
+            dispatch_quietly(dispatcher, result.row.id, 1)
+            log.info("enqueued %s %s via %s", result.row.id, result.row.type, result.row.channel)
+        else:
+            log.info("dedupe_key %r matched %s; nothing new sent", result.row.dedupe_key, result.row.id)
+    return results
+
+
+class NotFound(LookupError):
+    """Raised when no notification has the given id."""
+
+
+class WrongState(RuntimeError):
+    """Raised when a notification's status does not allow the operator's action (HTTP 409)."""
+
+
+def requeue(
+    sessions: sessionmaker[Session],
+    dispatcher: Dispatcher,
+    notification_id: str,
+    *,
+    actor: str = "operator",
+    now: Callable[[], datetime] = utcnow,
+) -> Row:
+    """Reset a dead or failed row to pending (budget restored) and dispatch it at once.
+
+    Raises:
+        NotFound: unknown id.
+        WrongState: not dead/failed, or an attempt is in progress right now; nothing changed.
+    """
+    moment = now()
+    with sessions.begin() as session:
+        row = store.requeue(session, notification_id, now=moment)
+        if row is None:
+            current = store.get(session, notification_id)
+    if row is None:
+        if current is None:
+            raise NotFound(f"notification {notification_id} does not exist")
+        sources = ", ".join(sorted(TRANSITIONS["requeue"][0]))
+        if current.status in TRANSITIONS["requeue"][0]:
+            raise WrongState(f"notification {notification_id} has an attempt in progress; try again shortly")
+        raise WrongState(f"notification {notification_id} is {current.status}; only {sources} rows can be requeued")
+    log.info("requeued %s (%s) by %s", notification_id, row.channel, actor)
+    dispatch_quietly(dispatcher, notification_id, 1)
+    return row

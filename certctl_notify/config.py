@@ -1,0 +1,286 @@
+"""Settings: the only module that reads the environment.
+
+`load_settings(environ)` turns every ``CERTCTL_*`` variable into frozen dataclasses once, at start-up.
+Everything else receives those objects as arguments; tests build them directly. A malformed value
+raises `ConfigError` naming the variable — never a silent default.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from certctl_notify.errors import ConfigError
+
+#: Default exponential-backoff base, in seconds (1, 2, 4, 8 minutes).
+DEFAULT_RETRY_BASE_SECONDS = 60.0
+#: Default cap on one backoff wait, in seconds.
+DEFAULT_RETRY_CAP_SECONDS = 3600.0
+#: Default number of delivery attempts in all (first send + 4 retries).
+DEFAULT_MAX_ATTEMPTS = 5
+#: Default period of the sweep that re-dispatches lost or overdue work, in seconds.
+DEFAULT_SWEEP_INTERVAL_SECONDS = 120.0
+#: Rows the sweep re-dispatches per tick at most.
+DEFAULT_SWEEP_BATCH = 1000
+#: Hard time limit of one delivery task, in seconds.
+DEFAULT_TASK_TIME_LIMIT_SECONDS = 120.0
+#: Total time budget of one outbound HTTP request, in seconds.
+DEFAULT_HTTP_TIMEOUT_SECONDS = 15.0
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def parse_duration(value: str, name: str) -> float:
+    """Return seconds from ``50ms``, ``60s``, ``2m``, ``1h`` or a plain number of seconds.
+
+    Raises:
+        ConfigError: naming ``name`` when the value is not a non-negative duration.
+    """
+    match = _DURATION.match(value)
+    if not match:
+        raise ConfigError(f"{name}={value!r} is not a duration (use e.g. 50ms, 60s, 2m, 1h or seconds)")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def parse_bool(value: str, name: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ConfigError(f"{name}={value!r} is not a boolean (use true or false)")
+
+
+def parse_int(value: str, name: str, *, minimum: int = 0) -> int:
+    try:
+        number = int(value.strip())
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} is not a whole number") from None
+    if number < minimum:
+        raise ConfigError(f"{name}={value!r} must be at least {minimum}")
+    return number
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    base_seconds: float = DEFAULT_RETRY_BASE_SECONDS  #: wait after the first failure
+    cap_seconds: float = DEFAULT_RETRY_CAP_SECONDS  #: longest single wait, Retry-After included
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS  #: attempts in all before a row goes dead
+    jitter: bool = False  #: spread waits randomly within [wait/2, wait]
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    interval_seconds: float = DEFAULT_SWEEP_INTERVAL_SECONDS  #: how often beat runs the sweep
+    grace_seconds: float = DEFAULT_SWEEP_INTERVAL_SECONDS  #: how overdue work must be before re-dispatch
+    batch_size: int = DEFAULT_SWEEP_BATCH  #: rows re-dispatched per tick at most
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    task_time_limit_seconds: float = DEFAULT_TASK_TIME_LIMIT_SECONDS  #: hard limit of one attempt
+    lease_seconds: float = DEFAULT_TASK_TIME_LIMIT_SECONDS + 30  #: claim lease; must outlive the time limit
+    visibility_timeout_seconds: float | None = None  #: Redis redelivery timeout; None = derived
+    concurrency: int = 2  #: worker processes started by the CLI wrapper
+
+
+@dataclass(frozen=True)
+class OutboundSettings:
+    allow: tuple[str, ...] = ()  #: hosts or CIDRs the SSRF guard lets through
+    timeout_seconds: float = DEFAULT_HTTP_TIMEOUT_SECONDS  #: total budget of one outbound request
+    max_response_bytes: int = 64 * 1024  #: response body read at most
+
+    def allows(self, host: str, address: str) -> bool:
+        """True when ``host`` or its resolved ``address`` is explicitly allowed."""
+        ip = ipaddress.ip_address(address)
+        for entry in self.allow:
+            if entry.lower() == host.lower():
+                return True
+            try:
+                if ip in ipaddress.ip_network(entry, strict=False):
+                    return True
+            except ValueError:
+                continue
+        return False
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    url: str | None = None  #: where generic webhooks are POSTed
+    secrets: tuple[str, ...] = ()  #: Standard Webhooks secrets (``whsec_…``); two during rotation
+    headers: tuple[tuple[str, str], ...] = ()  #: extra request headers
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    name: str
+    key: str = field(repr=False)
+    scope: str  # "read" or "admin"
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    auth_enabled: bool = True  #: CERTCTL_AUTH_TYPE=none turns it off (local use only)
+    keys: tuple[ApiKey, ...] = ()  #: bearer keys with their scope
+    host: str = "127.0.0.1"  #: where `certctl-notify dev` serves the API
+    port: int = 8080
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    broker_url: str
+    data_dir: Path = Path("var")
+    retry: RetrySettings = RetrySettings()
+    sweep: SweepSettings = SweepSettings()
+    worker: WorkerSettings = WorkerSettings()
+    outbound: OutboundSettings = OutboundSettings()
+    webhook: WebhookSettings = WebhookSettings()
+    api: ApiSettings = ApiSettings()
+    log_format: str = "text"  #: "text" or "json"
+    log_level: str = "INFO"
+
+    @property
+    def embedded(self) -> bool:
+        """True when running on SQLite (the try-it-out mode), not PostgreSQL + Redis."""
+        return self.database_url.startswith("sqlite")
+
+
+def _secrets(value: str, name: str) -> tuple[str, ...]:
+    secrets = tuple(value.split())
+    for secret in secrets:
+        raw = secret.removeprefix("whsec_")
+        try:
+            if not base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True):
+                raise ValueError
+        except ValueError:
+            raise ConfigError(
+                f"{name} must hold one or two space-separated Standard Webhooks secrets "
+                "('whsec_' + base64 of at least one byte)"
+            ) from None
+    return secrets
+
+
+def _headers(value: str, name: str) -> tuple[tuple[str, str], ...]:
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a JSON object of header names to values") from None
+    if not isinstance(parsed, dict) or not all(isinstance(v, str) for v in parsed.values()):
+        raise ConfigError(f"{name} must be a JSON object of header names to string values")
+    for key, header in parsed.items():
+        if any(c in key + header for c in "\r\n\0"):
+            raise ConfigError(f"{name}: header {key!r} contains a line break or NUL")
+    return tuple(parsed.items())
+
+
+def _allow(value: str, name: str) -> tuple[str, ...]:
+    entries = tuple(e.strip() for e in value.split(",") if e.strip())
+    for entry in entries:
+        if "/" in entry:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ConfigError(f"{name}: {entry!r} is not a valid CIDR") from None
+    return entries
+
+
+def _api_keys(value: str, name: str) -> tuple[ApiKey, ...]:
+    keys = []
+    for entry in (e.strip() for e in value.split(",") if e.strip()):
+        parts = entry.split(":")
+        if len(parts) != 3 or not all(parts) or parts[2] not in ("read", "admin"):
+            raise ConfigError(f"{name}: entries are name:key:scope with scope read or admin")
+        keys.append(ApiKey(name=parts[0], key=parts[1], scope=parts[2]))
+    return tuple(keys)
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every ``CERTCTL_*`` variable.
+
+    Raises:
+        ConfigError: for the first malformed or inconsistent value, naming its variable.
+    """
+    env = os.environ if environ is None else environ
+
+    def get(name: str, default: str | None = None) -> str | None:
+        value = env.get(name)
+        return default if value is None or value == "" else value
+
+    data_dir = Path(get("CERTCTL_DATA_DIR", "var"))
+    retry = RetrySettings(
+        base_seconds=parse_duration(get("CERTCTL_NOTIFICATION_RETRY_BASE", "1m"), "CERTCTL_NOTIFICATION_RETRY_BASE"),
+        cap_seconds=parse_duration(get("CERTCTL_NOTIFICATION_RETRY_CAP", "1h"), "CERTCTL_NOTIFICATION_RETRY_CAP"),
+        max_attempts=parse_int(
+            get("CERTCTL_NOTIFICATION_MAX_ATTEMPTS", "5"), "CERTCTL_NOTIFICATION_MAX_ATTEMPTS", minimum=1
+        ),
+        jitter=parse_bool(get("CERTCTL_NOTIFICATION_RETRY_JITTER", "false"), "CERTCTL_NOTIFICATION_RETRY_JITTER"),
+    )
+    if retry.base_seconds <= 0 or retry.cap_seconds < retry.base_seconds:
+        raise ConfigError("CERTCTL_NOTIFICATION_RETRY_CAP must be at least CERTCTL_NOTIFICATION_RETRY_BASE (> 0)")
+    interval = parse_duration(get("CERTCTL_NOTIFICATION_RETRY_INTERVAL", "2m"), "CERTCTL_NOTIFICATION_RETRY_INTERVAL")
+    if interval <= 0:
+        raise ConfigError("CERTCTL_NOTIFICATION_RETRY_INTERVAL must be greater than zero")
+    sweep = SweepSettings(
+        interval_seconds=interval,
+        grace_seconds=parse_duration(get("CERTCTL_SWEEP_GRACE", str(interval)), "CERTCTL_SWEEP_GRACE"),
+        batch_size=parse_int(get("CERTCTL_SWEEP_BATCH", "1000"), "CERTCTL_SWEEP_BATCH", minimum=1),
+    )
+    time_limit = parse_duration(get("CERTCTL_TASK_TIME_LIMIT", "2m"), "CERTCTL_TASK_TIME_LIMIT")
+    lease = parse_duration(get("CERTCTL_CLAIM_LEASE", str(time_limit + 30)), "CERTCTL_CLAIM_LEASE")
+    if lease <= time_limit:
+        raise ConfigError("CERTCTL_CLAIM_LEASE must be longer than CERTCTL_TASK_TIME_LIMIT")
+    visibility = get("CERTCTL_BROKER_VISIBILITY_TIMEOUT")
+    worker = WorkerSettings(
+        task_time_limit_seconds=time_limit,
+        lease_seconds=lease,
+        visibility_timeout_seconds=(
+            parse_duration(visibility, "CERTCTL_BROKER_VISIBILITY_TIMEOUT") if visibility else None
+        ),
+        concurrency=parse_int(get("CERTCTL_WORKER_CONCURRENCY", "2"), "CERTCTL_WORKER_CONCURRENCY", minimum=1),
+    )
+    outbound = OutboundSettings(
+        allow=_allow(get("CERTCTL_OUTBOUND_ALLOW", ""), "CERTCTL_OUTBOUND_ALLOW"),
+        timeout_seconds=parse_duration(get("CERTCTL_HTTP_TIMEOUT", "15s"), "CERTCTL_HTTP_TIMEOUT"),
+    )
+    webhook = WebhookSettings(
+        url=get("CERTCTL_WEBHOOK_URL"),
+        secrets=_secrets(get("CERTCTL_WEBHOOK_SECRET", ""), "CERTCTL_WEBHOOK_SECRET"),
+        headers=_headers(get("CERTCTL_WEBHOOK_HEADERS", "{}"), "CERTCTL_WEBHOOK_HEADERS"),
+    )
+    if webhook.url and not re.match(r"^https?://[^\s/]+", webhook.url):
+        raise ConfigError("CERTCTL_WEBHOOK_URL must be an http:// or https:// URL")
+    auth_type = get("CERTCTL_AUTH_TYPE", "api-key").lower()
+    if auth_type not in ("api-key", "none"):
+        raise ConfigError("CERTCTL_AUTH_TYPE must be api-key or none")
+    api = ApiSettings(
+        auth_enabled=auth_type != "none",
+        keys=_api_keys(get("CERTCTL_API_KEYS", ""), "CERTCTL_API_KEYS"),
+        host=get("CERTCTL_API_HOST", "127.0.0.1"),
+        port=parse_int(get("CERTCTL_API_PORT", "8080"), "CERTCTL_API_PORT"),
+    )
+    log_format = get("CERTCTL_LOG_FORMAT", "text").lower()
+    if log_format not in ("text", "json"):
+        raise ConfigError("CERTCTL_LOG_FORMAT must be text or json")
+    return Settings(
+        database_url=get("CERTCTL_DATABASE_URL", f"sqlite:///{data_dir / 'certctl-notify.sqlite'}"),
+        broker_url=get("CERTCTL_BROKER_URL", f"sqla+sqlite:///{data_dir / 'broker.sqlite'}"),
+        data_dir=data_dir,
+        retry=retry,
+        sweep=sweep,
+        worker=worker,
+        outbound=outbound,
+        webhook=webhook,
+        api=api,
+        log_format=log_format,
+        log_level=get("CERTCTL_LOG_LEVEL", "INFO").upper(),
+    )

@@ -1,0 +1,53 @@
+"""Publishing delivery tasks: the one place the core talks to the broker.
+
+The core never imports the worker package; it publishes by task name, as any producer can.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+#: Name of the delivery task registered by `workers.tasks`.
+DELIVER_TASK = "certctl_notify.deliver"
+#: Name of the intake task any service may call with ``send_task``.
+ENQUEUE_TASK = "certctl_notify.enqueue"
+#: Name of the periodic sweep task.
+SWEEP_TASK = "certctl_notify.sweep"
+#: Queue the delivery tasks travel on (prefetch 1, late acks).
+DELIVERY_QUEUE = "certctl.deliver"
+
+
+class Dispatcher(Protocol):
+    def dispatch(self, notification_id: str, attempt: int) -> None:
+        """Publish the delivery task for ``attempt`` of a row; raise when the broker refused it."""
+
+
+class CeleryDispatcher:
+    """Publishes ``certctl_notify.deliver`` through a Celery app (any app with the broker URL)."""
+
+    def __init__(self, celery_app):
+        self._app = celery_app
+
+    def dispatch(self, notification_id: str, attempt: int) -> None:
+        # retries=attempt-1 keeps Celery's own retry counter equal to ours, so the task's
+        # max_retries and what Flower shows agree with the row.
+        self._app.send_task(
+            DELIVER_TASK, args=[notification_id, attempt], retries=attempt - 1, queue=DELIVERY_QUEUE
+        )
+
+
+def dispatch_quietly(dispatcher: Dispatcher, notification_id: str, attempt: int) -> bool:
+    """Publish, and on a broker error log it and return False: the row is already committed as
+    pending, so the sweep delivers it later. Nothing is lost, only delayed."""
+    try:
+        dispatcher.dispatch(notification_id, attempt)
+    except Exception as exc:  # classified: any publish failure means "the sweep will do it"
+        log.warning(
+            "publish of %s attempt %d failed (%s: %s); the sweep will re-dispatch it",
+            notification_id, attempt, type(exc).__name__, exc,
+        )
+        return False
+    return True

@@ -1,0 +1,195 @@
+"""The data model: statuses, allowed transitions and the two tables.
+
+Column names are kept from the original schema so existing dashboards and SQL keep working.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+class Status(enum.StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+    DEAD = "dead"
+    READ = "read"
+
+
+class Channel(enum.StrEnum):
+    EMAIL = "Email"
+    WEBHOOK = "Webhook"
+    SLACK = "Slack"
+    TEAMS = "Teams"
+    PAGERDUTY = "PagerDuty"
+    OPSGENIE = "OpsGenie"
+
+
+class AlertType(enum.StrEnum):
+    EXPIRATION_WARNING = "ExpirationWarning"
+    RENEWAL_SUCCESS = "RenewalSuccess"
+    RENEWAL_FAILURE = "RenewalFailure"
+    DEPLOYMENT_SUCCESS = "DeploymentSuccess"
+    DEPLOYMENT_FAILURE = "DeploymentFailure"
+    POLICY_VIOLATION = "PolicyViolation"
+    REVOCATION = "Revocation"
+
+
+class Severity(enum.StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+    CRITICAL = "critical"
+
+
+class Outcome(enum.StrEnum):
+    """What one attempt ended in (``notification_attempts.outcome``)."""
+
+    SENT = "sent"
+    RETRY = "retry"
+    DEAD = "dead"
+
+
+#: Every state change, as (statuses it may start from, status it ends in). The store turns each
+#: into one ``UPDATE … WHERE status IN (…)``; nothing else changes a status.
+TRANSITIONS: dict[str, tuple[frozenset[Status], Status]] = {
+    "deliver_sent": (frozenset({Status.PENDING, Status.FAILED}), Status.SENT),
+    "deliver_retry": (frozenset({Status.PENDING, Status.FAILED}), Status.FAILED),
+    "deliver_dead": (frozenset({Status.PENDING, Status.FAILED}), Status.DEAD),
+    "requeue": (frozenset({Status.DEAD, Status.FAILED}), Status.PENDING),
+    # Read acknowledges a delivered alert or dismisses a dead letter; on pending or failed rows it
+    # would silently cancel a delivery, so it is refused there.
+    "mark_read": (frozenset({Status.SENT, Status.DEAD}), Status.READ),
+}
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on PostgreSQL (timestamptz) and on SQLite (naive text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None and dialect.name == "sqlite":
+            return value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+_STATUS_VALUES = ", ".join(f"'{s.value}'" for s in Status)
+
+
+class NotificationEvent(Base):
+    """One alert to one channel: the unit that is delivered, retried, dead-lettered and requeued."""
+
+    __tablename__ = "notification_events"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    type: Mapped[str] = mapped_column(Text)
+    certificate_id: Mapped[str | None] = mapped_column(Text)
+    channel: Mapped[str] = mapped_column(Text)
+    recipient: Mapped[str] = mapped_column(Text, server_default="")
+    subject: Mapped[str | None] = mapped_column(Text)
+    message: Mapped[str] = mapped_column(Text)
+    severity: Mapped[str] = mapped_column(Text, server_default=Severity.WARNING.value)
+    status: Mapped[str] = mapped_column(Text, server_default=Status.PENDING.value)
+    retry_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    next_retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("CURRENT_TIMESTAMP"))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("CURRENT_TIMESTAMP"))
+    dedupe_key: Mapped[str | None] = mapped_column(Text, unique=True)
+    # Not in the original schema: when a delivery task was last published for this row (the sweep's
+    # clock for "published but never picked up"), and the claim lease of the attempt in progress.
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lease_owner: Mapped[str | None] = mapped_column(Text)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        CheckConstraint(f"status IN ({_STATUS_VALUES})", name="status"),
+        Index(
+            "idx_notification_events_retry_sweep",
+            "next_retry_at",
+            postgresql_where=text("status = 'failed' AND next_retry_at IS NOT NULL"),
+            sqlite_where=text("status = 'failed' AND next_retry_at IS NOT NULL"),
+        ),
+        Index(
+            "idx_notification_events_pending_sweep",
+            "dispatched_at",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
+        Index("idx_notification_events_status_created", "status", "created_at", "id"),
+        Index("idx_notification_events_created", "created_at", "id"),
+        Index("idx_notification_events_certificate_id", "certificate_id"),
+    )
+
+
+class NotificationAttempt(Base):
+    """One delivery attempt: the audit trail of why each attempt failed and which one delivered."""
+
+    __tablename__ = "notification_attempts"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    notification_id: Mapped[str] = mapped_column(
+        Text, ForeignKey("notification_events.id", ondelete="CASCADE"), index=True
+    )
+    attempt: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    error_class: Mapped[str | None] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
+    worker: Mapped[str | None] = mapped_column(Text)
+    task_id: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        CheckConstraint("outcome IS NULL OR outcome IN ('sent', 'retry', 'dead')", name="outcome"),
+        CheckConstraint(
+            "error_class IS NULL OR error_class IN ('transient', 'permanent')", name="error_class"
+        ),
+    )
+
+
+events = NotificationEvent.__table__
+attempts = NotificationAttempt.__table__

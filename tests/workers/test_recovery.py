@@ -1,0 +1,139 @@
+"""PostgreSQL is the source of truth: lost broker messages and killed workers never lose an alert."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from certctl_notify import client, store
+from certctl_notify.dispatch import CeleryDispatcher
+from certctl_notify.producer import make_producer
+from tests.conftest import wait_for
+from tests.support.receiver import Answer
+
+
+@pytest.fixture
+def producer(broker_url):
+    app = make_producer(broker_url)
+    yield app
+    app.close()
+
+
+def row_of(sessions, notification_id):
+    with sessions.begin() as s:
+        return store.get(s, notification_id)
+
+
+def alert(key: str) -> dict:
+    return {"type": "RenewalFailure", "channel": "Webhook", "message": f"renewal of {key} failed",
+            "certificate_id": key}
+
+
+def test_retry_lost_with_a_flushed_broker_is_redispatched_by_the_sweep(
+    sessions, receiver, make_env, start_worker, producer, broker_url
+):
+    # Given a first attempt that failed and a retry held by a worker for 2 s
+    receiver.script("c-flush", [503, 200])
+    env = make_env(CERTCTL_NOTIFICATION_RETRY_BASE="2s", CERTCTL_NOTIFICATION_RETRY_CAP="2s")
+    first = start_worker(env)
+    [result] = client.enqueue_alert(sessions, CeleryDispatcher(producer), alert("c-flush"))
+    row = wait_for(lambda: (r := row_of(sessions, result.row.id)).status == "failed" and r, message="first failure")
+    assert row.next_retry_at is not None
+    # When the worker dies holding the retry and the broker loses every message
+    first.kill()
+    redis.Redis.from_url(broker_url).flushall()
+    # Then a new worker with beat finds the overdue row in PostgreSQL and delivers it
+    start_worker(env, beat=True)
+    done = wait_for(lambda: (r := row_of(sessions, row.id)).status != "failed" and r, timeout=30,
+                    message="sweep re-dispatch")
+    assert done.status == "sent"
+    assert done.retry_count == 1
+    assert len(receiver.for_key("c-flush")) == 2
+
+
+def test_intake_whose_publish_was_lost_is_picked_up_by_the_sweep(
+    sessions, receiver, make_env, start_worker, producer, broker_url
+):
+    # Given a pending row whose delivery message was lost before any worker saw it
+    [result] = client.enqueue_alert(sessions, CeleryDispatcher(producer), alert("c-lost-intake"))
+    redis.Redis.from_url(broker_url).flushall()
+    # When a worker with beat starts
+    start_worker(make_env(), beat=True)
+    # Then the sweep publishes it again and it is delivered once
+    done = wait_for(lambda: (r := row_of(sessions, result.row.id)).status == "sent" and r, timeout=30,
+                    message="sweep delivery")
+    assert done.retry_count == 0
+    assert len(receiver.for_key("c-lost-intake")) == 1
+
+
+def test_worker_killed_mid_send_leaves_the_row_recoverable_not_stuck(
+    sessions, receiver, make_env, start_worker, producer
+):
+    # Given a slow receiver holding the first request for 2 s
+    receiver.script("c-kill", [Answer(200, delay=2.0), 200])
+    env = make_env(CERTCTL_TASK_TIME_LIMIT="3s", CERTCTL_CLAIM_LEASE="4s")
+    worker = start_worker(env, beat=True, concurrency=1)
+    [result] = client.enqueue_alert(sessions, CeleryDispatcher(producer), alert("c-kill"))
+    wait_for(lambda: receiver.for_key("c-kill"), message="first request")
+    # When the pool process making the send (the one connected to the receiver) is killed with SIGKILL
+    port = receiver.server.server_address[1]
+    [sender] = [c for c in worker.children() if any(
+        conn.raddr and conn.raddr.port == port for conn in c.net_connections(kind="tcp"))]
+    sender.kill()
+    # Then the row is not stuck: once the claim lease runs out the sweep re-dispatches it and it is sent
+    done = wait_for(lambda: (r := row_of(sessions, result.row.id)).status == "sent" and r, timeout=30,
+                    message="recovery after SIGKILL")
+    assert done.lease_owner is None
+    got = receiver.for_key("c-kill")
+    # At-least-once across a crash: a resend carries the same webhook-id so the receiver can drop it
+    assert len(got) == 2
+    assert {r.headers["webhook-id"] for r in got} == {result.row.id}
+    with sessions.begin() as s:
+        history = store.list_attempts(s, result.row.id)
+    # the killed attempt stays open in the audit trail; the recovery attempt is recorded as sent
+    assert [(a.attempt, a.outcome) for a in history] == [(1, None), (1, "sent")]
+
+
+def test_enqueue_over_send_task_with_only_the_broker_url(sessions, receiver, make_env, start_worker, producer):
+    # Given a service that knows only the broker URL and the task name
+    start_worker(make_env())
+    fields = {**alert("c-send-task"), "dedupe_key": "renewal-c-send-task-1"}
+    # When it calls send_task twice with the same dedupe_key
+    producer.send_task("certctl_notify.enqueue", kwargs=fields)
+    producer.send_task("certctl_notify.enqueue", kwargs=fields)
+    # Then one row exists, delivered once
+    def delivered():
+        with sessions.begin() as s:
+            row = store.get_by_dedupe_key(s, "renewal-c-send-task-1")
+        return row is not None and row.status == "sent" and row
+    wait_for(delivered, message="delivery via send_task")
+    time.sleep(0.5)  # give a wrongly duplicated delivery time to show up
+    assert len(receiver.for_key("c-send-task")) == 1
+    with sessions.begin() as s:
+        assert store.count_by_status(s)["sent"] == 1
+
+
+@pytest.mark.parametrize(
+    "kwargs, reason",
+    [
+        ({"channel": "Webhook", "message": "no type"}, "type is required"),
+        ({"type": "ExpirationWarning", "channel": "Fax", "message": "x"}, "channel 'Fax' is not one of"),
+    ],
+)
+def test_malformed_enqueue_message_is_refused_with_a_reason_and_the_worker_keeps_running(
+    sessions, receiver, make_env, start_worker, producer, kwargs, reason
+):
+    # Given a running worker
+    worker = start_worker(make_env())
+    # When a malformed enqueue message arrives
+    producer.send_task("certctl_notify.enqueue", kwargs=kwargs)
+    # Then it is refused with the reason in the log and nothing is created
+    wait_for(lambda: reason in worker.log(), message="the refusal in the worker log")
+    with sessions.begin() as s:
+        assert sum(store.count_by_status(s).values()) == 0
+    # And the worker still delivers the next good alert
+    [ok] = client.enqueue_alert(sessions, CeleryDispatcher(producer), alert("c-after-bad"))
+    wait_for(lambda: row_of(sessions, ok.row.id).status == "sent", message="delivery after a bad message")
+    assert worker.proc.poll() is None

@@ -1,0 +1,76 @@
+"""The Celery settings delivery depends on, derived from our settings and checked before start."""
+
+from __future__ import annotations
+
+from kombu import Queue
+
+from certctl_notify.config import Settings
+from certctl_notify.dispatch import DELIVER_TASK, DELIVERY_QUEUE, SWEEP_TASK
+from certctl_notify.errors import ConfigError
+
+#: Seconds added to (longest countdown + time limit) for the derived Redis visibility timeout.
+VISIBILITY_MARGIN_SECONDS = 600
+
+
+def visibility_timeout(settings: Settings) -> float:
+    return settings.worker.visibility_timeout_seconds or (
+        settings.retry.cap_seconds + settings.worker.task_time_limit_seconds + VISIBILITY_MARGIN_SECONDS
+    )
+
+
+def celery_config(settings: Settings) -> dict:
+    time_limit = settings.worker.task_time_limit_seconds
+    return {
+        "broker_url": settings.broker_url,
+        "broker_connection_retry_on_startup": True,
+        # Redis redelivers an unacked message after this long; a held ETA retry (up to the cap)
+        # plus its run time must fit inside it, or the retry would be delivered twice.
+        "broker_transport_options": {"visibility_timeout": visibility_timeout(settings)},
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_time_limit": time_limit,
+        "task_soft_time_limit": max(time_limit * 0.9, time_limit - 5),
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_ignore_result": True,
+        "task_default_queue": "celery",
+        "task_queues": (Queue("celery"), Queue(DELIVERY_QUEUE)),
+        "task_routes": {DELIVER_TASK: {"queue": DELIVERY_QUEUE}},
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "enable_utc": True,
+        "timezone": "UTC",
+        "beat_schedule": {
+            "certctl-sweep": {
+                "task": SWEEP_TASK,
+                "schedule": settings.sweep.interval_seconds,
+                # A tick nobody ran in time is useless: the next one covers it.
+                "options": {"expires": settings.sweep.interval_seconds},
+            }
+        },
+        "beat_schedule_filename": str(settings.data_dir / "celerybeat-schedule"),
+    }
+
+
+def validate_celery(conf, settings: Settings) -> None:
+    """Refuse to start when a setting that delivery depends on is wrong.
+
+    Raises:
+        ConfigError: naming the setting and what it must be.
+    """
+    required = {"task_acks_late": True, "task_reject_on_worker_lost": True, "worker_prefetch_multiplier": 1}
+    for name, value in required.items():
+        if conf.get(name) != value:
+            raise ConfigError(f"Celery setting {name} must be {value!r} (is {conf.get(name)!r}): "
+                              "without it a crashed or duplicated delivery can be lost or sent twice")
+    if str(conf.get("broker_url", "")).startswith(("redis://", "rediss://")):
+        vt = (conf.get("broker_transport_options") or {}).get("visibility_timeout", 3600)
+        needed = settings.retry.cap_seconds + settings.worker.task_time_limit_seconds
+        if vt <= needed:
+            raise ConfigError(
+                f"CERTCTL_BROKER_VISIBILITY_TIMEOUT ({vt:g}s) must be longer than the retry cap plus the task "
+                f"time limit ({needed:g}s), or Redis redelivers held retries and they are sent twice"
+            )
+    if settings.worker.lease_seconds <= settings.worker.task_time_limit_seconds:
+        raise ConfigError("CERTCTL_CLAIM_LEASE must be longer than CERTCTL_TASK_TIME_LIMIT")

@@ -1,0 +1,46 @@
+"""Per-process resources of a worker: built lazily, so nothing connects at import or crosses a fork."""
+
+from __future__ import annotations
+
+import socket
+
+from certctl_notify.channels import build_channels
+from certctl_notify.config import Settings
+from certctl_notify.db import make_engine, make_sessions
+from certctl_notify.delivery import Delivery
+from certctl_notify.retry import RetryPolicy
+
+
+class Runtime:
+    """Settings plus the engine, session factory and channels of the current process."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.policy = RetryPolicy.from_settings(settings.retry)
+        self.hostname = socket.gethostname()
+        self._engine = None
+        self._sessions = None
+        self._delivery = None
+
+    @property
+    def sessions(self):
+        if self._sessions is None:
+            self._engine = make_engine(self.settings.database_url)
+            self._sessions = make_sessions(self._engine)
+        return self._sessions
+
+    @property
+    def delivery(self) -> Delivery:
+        if self._delivery is None:
+            self._delivery = Delivery(
+                self.sessions, build_channels(self.settings), self.policy,
+                lease_seconds=self.settings.worker.lease_seconds,
+            )
+        return self._delivery
+
+    def after_fork(self) -> None:
+        """In a new pool process: drop the parent's pooled connections without closing them (the
+        parent still owns the sockets) and build fresh channels (their HTTP pools too)."""
+        if self._engine is not None:
+            self._engine.dispose(close=False)
+        self._delivery = None

@@ -1,0 +1,82 @@
+"""The Celery tasks: deliver (one attempt, retried by Celery), enqueue (intake), sweep (beat)."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Celery, Task
+from celery.exceptions import Reject
+
+from certctl_notify.client import enqueue_alert
+from certctl_notify.delivery import Attempt
+from certctl_notify.dispatch import DELIVER_TASK, ENQUEUE_TASK, SWEEP_TASK, CeleryDispatcher
+from certctl_notify.errors import DeliveryError, TransientError, ValidationError
+from certctl_notify.sweep import sweep_once
+from workers.runtime import Runtime
+
+log = logging.getLogger("certctl_notify.tasks")
+
+
+def _attempt_number(args, kwargs) -> int:
+    return int(args[1] if len(args) > 1 else kwargs.get("attempt", 1))
+
+
+def register_tasks(app: Celery, runtime: Runtime) -> None:
+    """Attach the three tasks to ``app``; they reach the database and channels through ``runtime``."""
+    dispatcher = CeleryDispatcher(app)
+    policy = runtime.policy
+
+    class DeliverTask(Task):
+        def on_failure(self, exc, task_id, args, kwargs, einfo):
+            """The failure handler writes the dead row: budget spent or a permanent error.
+
+            Other failures (a database outage while claiming or recording) leave the row as it was,
+            with its lease; the sweep re-dispatches it, so it is never lost.
+            """
+            if not isinstance(exc, DeliveryError) or not args:
+                log.error("deliver %s failed outside the channel (%s: %s); the sweep will retry it",
+                          args[:1], type(exc).__name__, exc)
+                return
+            notification_id = args[0]
+            attempt = Attempt(notification_id, _attempt_number(args, kwargs), task_id, runtime.hostname)
+            runtime.delivery.record_dead(notification_id, attempt, exc)
+
+    @app.task(
+        bind=True, base=DeliverTask, name=DELIVER_TASK, max_retries=policy.max_attempts - 1,
+        acks_late=True, reject_on_worker_lost=True,
+    )
+    def deliver(self, notification_id: str, attempt: int = 1) -> str:
+        """Make attempt ``attempt`` of one notification: claim, send, record, retry or fail."""
+        current = Attempt(notification_id, int(attempt), self.request.id, self.request.hostname or runtime.hostname)
+        delivery = runtime.delivery
+        row = delivery.claim(current)
+        if row is None:
+            return "skipped"
+        try:
+            sent = delivery.send(row, current)
+        except TransientError as exc:
+            if policy.exhausted(current.number):
+                raise  # on_failure writes the dead row
+            delay = delivery.record_retry(row, current, exc)
+            # Celery's autoretry_for would cast a sub-second base to 1 s and cannot honour
+            # Retry-After, so the countdown comes from our RetryPolicy; the retry machinery is Celery's.
+            raise self.retry(args=[notification_id, current.number + 1], kwargs={}, countdown=delay, exc=exc)
+        delivery.record_sent(row, current, sent)
+        return "sent"
+
+    @app.task(bind=True, name=ENQUEUE_TASK, acks_late=True)
+    def enqueue(self, *args, **fields) -> list[str]:
+        """Intake for services that hold only the broker URL: ``send_task("certctl_notify.enqueue", kwargs=…)``."""
+        try:
+            if args:
+                raise ValidationError("certctl_notify.enqueue takes keyword arguments only")
+            results = enqueue_alert(runtime.sessions, dispatcher, fields)
+        except ValidationError as exc:
+            log.error("refused %s message %s: %s; nothing was created", ENQUEUE_TASK, self.request.id, exc)
+            raise Reject(str(exc), requeue=False) from None
+        return [result.row.id for result in results]
+
+    @app.task(name=SWEEP_TASK)
+    def sweep() -> int:
+        """One sweep tick (beat runs it every CERTCTL_NOTIFICATION_RETRY_INTERVAL)."""
+        return sweep_once(runtime.sessions, dispatcher, runtime.settings.sweep).total
