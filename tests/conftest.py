@@ -1,0 +1,157 @@
+"""Fixtures on real services: a fresh PostgreSQL database per test session, a Redis db number,
+an HTTP receiver on 127.0.0.1, and Celery workers in subprocesses.
+
+A missing PostgreSQL or Redis fails the run loudly; nothing here is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+import pytest
+import redis
+from sqlalchemy import create_engine, text
+
+from certctl_notify.config import load_settings
+from certctl_notify.db import make_engine, make_sessions
+from certctl_notify.migrate import upgrade
+from tests.support.receiver import Receiver
+from tests.support.worker import WorkerProcess
+
+PG_ADMIN_URL = os.environ.get("CERTCTL_TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+REDIS_BASE_URL = os.environ.get("CERTCTL_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+#: Redis db number the tests own (flushed before and after each test that uses it).
+REDIS_DB = int(os.environ.get("CERTCTL_TEST_REDIS_DB", "9"))
+
+
+@pytest.fixture(scope="session")
+def database_url():
+    """A fresh ``certctl_test_<worker>`` database at Alembic head, dropped at the end."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    name = f"certctl_test_{worker}_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is not usable ({exc}); start it (see .ci/run)")
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    upgrade(url)
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def engine(database_url):
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def sessions(engine):
+    """A session factory on the test database, emptied before each test (workers in other processes
+    commit for real, so an outer rolled-back transaction cannot isolate these tests)."""
+    with engine.begin() as conn:
+        conn.execute(text("TRUNCATE notification_attempts, notification_events"))
+    return make_sessions(engine)
+
+
+@pytest.fixture
+def broker_url():
+    url = f"{REDIS_BASE_URL}/{REDIS_DB}"
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushdb()
+    except redis.ConnectionError as exc:
+        pytest.fail(f"Redis at {url} is not reachable ({exc}); start it (see .ci/run)")
+    yield url
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver().start()
+    yield r
+    r.stop()
+
+
+#: The real schedule, compressed: base 50 ms, cap 1 s (so 50, 100, 200, 400 ms), five attempts.
+COMPRESSED = {
+    "CERTCTL_NOTIFICATION_RETRY_BASE": "50ms",
+    "CERTCTL_NOTIFICATION_RETRY_CAP": "1s",
+    "CERTCTL_NOTIFICATION_MAX_ATTEMPTS": "5",
+    "CERTCTL_NOTIFICATION_RETRY_INTERVAL": "500ms",
+    "CERTCTL_SWEEP_GRACE": "1s",
+    "CERTCTL_TASK_TIME_LIMIT": "5s",
+    "CERTCTL_CLAIM_LEASE": "6s",
+    "CERTCTL_HTTP_TIMEOUT": "3s",
+    "CERTCTL_OUTBOUND_ALLOW": "127.0.0.1/32",
+    "CERTCTL_WEBHOOK_SECRET": "whsec_" + "dGVzdC1zZWNyZXQtZm9yLXdlYmhvb2tzLTEyMzQ1Ng==",
+    "CERTCTL_API_KEYS": "ops:admin-key:admin,viewer:read-key:read",
+}
+
+
+@pytest.fixture
+def make_env(database_url, broker_url, receiver, tmp_path):
+    """Environment for a worker or in-process settings: compressed time, this test's services."""
+
+    def build(**overrides) -> dict:
+        env = {
+            **COMPRESSED,
+            "CERTCTL_DATABASE_URL": database_url,
+            "CERTCTL_BROKER_URL": broker_url,
+            "CERTCTL_WEBHOOK_URL": receiver.url,
+            "CERTCTL_DATA_DIR": str(tmp_path),
+        }
+        env.update({k: str(v) for k, v in overrides.items()})
+        return env
+
+    return build
+
+
+@pytest.fixture
+def settings(make_env):
+    return load_settings(make_env())
+
+
+@pytest.fixture
+def start_worker(tmp_path, request):
+    """Start workers with ``start_worker(env, beat=False)``; all are stopped after the test and their
+    log is printed when the test failed."""
+    started: list[WorkerProcess] = []
+
+    def start(env: dict, *, beat: bool = False, concurrency: int = 2) -> WorkerProcess:
+        worker = WorkerProcess(env, tmp_path / f"worker{len(started)}.log", beat=beat, concurrency=concurrency)
+        started.append(worker)
+        return worker.start()
+
+    yield start
+    for worker in started:
+        worker.stop()
+    if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
+        for worker in started:
+            print(f"--- {worker.log_path.name} ---\n{worker.log()[-6000:]}")
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
+def wait_for(predicate, timeout: float = 20, interval: float = 0.05, message: str = "condition"):
+    """Poll ``predicate`` until it returns a truthy value; fail with ``message`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {message}")
