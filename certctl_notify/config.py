@@ -284,3 +284,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         log_format=log_format,
         log_level=get("CERTCTL_LOG_LEVEL", "INFO").upper(),
     )
+
+
+def child_environment(overrides: Mapping[str, str]) -> dict[str, str]:
+    """The environment for a child process we start (the embedded worker): ours plus ``overrides``."""
+    return {**os.environ, **overrides}

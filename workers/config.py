@@ -18,14 +18,21 @@ def visibility_timeout(settings: Settings) -> float:
     )
 
 
+def is_redis(broker_url: str) -> bool:
+    return broker_url.startswith(("redis://", "rediss://", "redis+socket://"))
+
+
 def celery_config(settings: Settings) -> dict:
     time_limit = settings.worker.task_time_limit_seconds
     return {
         "broker_url": settings.broker_url,
         "broker_connection_retry_on_startup": True,
         # Redis redelivers an unacked message after this long; a held ETA retry (up to the cap)
-        # plus its run time must fit inside it, or the retry would be delivered twice.
-        "broker_transport_options": {"visibility_timeout": visibility_timeout(settings)},
+        # plus its run time must fit inside it, or the retry would be delivered twice. (The
+        # embedded SQLAlchemy transport takes no such option: it passes them to create_engine.)
+        "broker_transport_options": (
+            {"visibility_timeout": visibility_timeout(settings)} if is_redis(settings.broker_url) else {}
+        ),
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
@@ -64,7 +71,7 @@ def validate_celery(conf, settings: Settings) -> None:
         if conf.get(name) != value:
             raise ConfigError(f"Celery setting {name} must be {value!r} (is {conf.get(name)!r}): "
                               "without it a crashed or duplicated delivery can be lost or sent twice")
-    if str(conf.get("broker_url", "")).startswith(("redis://", "rediss://")):
+    if is_redis(str(conf.get("broker_url", ""))):
         vt = (conf.get("broker_transport_options") or {}).get("visibility_timeout", 3600)
         needed = settings.retry.cap_seconds + settings.worker.task_time_limit_seconds
         if vt <= needed:

@@ -44,6 +44,8 @@ def register_tasks(app: Celery, runtime: Runtime) -> None:
     @app.task(
         bind=True, base=DeliverTask, name=DELIVER_TASK, max_retries=policy.max_attempts - 1,
         acks_late=True, reject_on_worker_lost=True,
+        # Expected outcomes: logged by our attempt line, not as a worker error with a traceback.
+        throws=(DeliveryError,),
     )
     def deliver(self, notification_id: str, attempt: int = 1) -> str:
         """Make attempt ``attempt`` of one notification: claim, send, record, retry or fail."""

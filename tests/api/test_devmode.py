@@ -1,0 +1,59 @@
+"""`certctl-notify dev --demo`: a newcomer's first minute, in a subprocess, on the embedded stack."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import wait_for
+
+CLI = str(Path(sys.executable).with_name("certctl-notify"))
+
+
+def test_dev_demo_shows_sent_and_dead_rows_within_a_minute_and_stops_cleanly(tmp_path):
+    # Given a fresh directory with no PostgreSQL or Redis configured (embedded SQLite for both)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CERTCTL_")}
+    out = open(tmp_path / "out.log", "w+")
+    proc = subprocess.Popen([CLI, "dev", "--demo", "--port", "0"], cwd=tmp_path, env=env,
+                            stdout=out, stderr=subprocess.STDOUT, text=True)
+    try:
+        # When it starts, it says where the API listens and which demo alerts it enqueued
+        def log():
+            return (tmp_path / "out.log").read_text()
+        base = wait_for(lambda: re.search(r"API listening on (http://\S+)", log()), timeout=30,
+                        message="the API address").group(1)
+        ids = wait_for(lambda: dict(re.findall(r"demo: enqueued (notif_\w+) \((demo-\w+)", log())).__len__() == 4
+                       and {key: nid for nid, key in re.findall(r"demo: enqueued (notif_\w+) \((demo-\w+)", log())},
+                       timeout=30, message="four demo alerts")
+        assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
+
+        def status(key):
+            return httpx.get(f"{base}/api/v1/notifications/{ids[key]}").json()
+
+        # Then within 60 s the healthy and the flaky alerts are sent and the broken ones are dead
+        deadline = time.monotonic() + 60
+        wait_for(lambda: status("demo-down")["status"] == "dead", timeout=deadline - time.monotonic(),
+                 interval=1, message="demo-down to go dead")
+        assert status("demo-api")["status"] == "sent"
+        flaky = status("demo-flaky")
+        assert (flaky["status"], flaky["retry_count"]) == ("sent", 2)
+        gone = status("demo-gone")
+        assert (gone["status"], gone["retry_count"]) == ("dead", 1)
+        down = status("demo-down")
+        assert down["retry_count"] == 5 and "HTTP 503" in down["last_error"]
+        assert [a["outcome"] for a in down["attempts"]] == ["retry"] * 4 + ["dead"]
+        # And the data lives in a SQLite file under ./var
+        assert (tmp_path / "var" / "certctl-notify.sqlite").exists()
+    finally:
+        # When the user presses Ctrl-C, everything stops cleanly
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(30)
+        out.close()
+    assert code == 0, (tmp_path / "out.log").read_text()[-3000:]
