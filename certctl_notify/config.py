@@ -120,6 +120,51 @@ class WebhookSettings:
     headers: tuple[tuple[str, str], ...] = ()  #: extra request headers
 
 
+#: PagerDuty Events v2 severity and OpsGenie priority for each alert severity (override per variable).
+DEFAULT_PAGERDUTY_SEVERITY = {"critical": "critical", "error": "error", "warning": "warning", "info": "info"}
+DEFAULT_OPSGENIE_PRIORITY = {"critical": "P1", "error": "P2", "warning": "P3", "info": "P5"}
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str | None = None  #: SMTP relay; unset = Email channel not configured
+    port: int = 587  #: default follows tls: 587 starttls, 465 implicit, 25 none
+    tls: str = "starttls"  #: starttls | implicit | none
+    username: str | None = None  #: AUTH only when username and password are both set
+    password: str | None = field(default=None, repr=False)
+    sender: str = "certctl-notify@localhost"  #: the From address
+    ca_file: str | None = None  #: PEM bundle trusted for the relay's certificate (private CAs)
+    timeout_seconds: float = 10.0  #: connect and per-command I/O timeout
+
+
+@dataclass(frozen=True)
+class SlackSettings:
+    webhook_url: str | None = field(default=None, repr=False)  #: incoming-webhook URL (a secret)
+    channel: str | None = None  #: optional channel override
+    username: str | None = None  #: optional bot name
+
+
+@dataclass(frozen=True)
+class TeamsSettings:
+    webhook_url: str | None = field(default=None, repr=False)  #: incoming webhook or Workflows URL
+    format: str = "adaptive"  #: adaptive | messagecard
+
+
+@dataclass(frozen=True)
+class PagerDutySettings:
+    routing_key: str | None = field(default=None, repr=False)  #: Events API v2 integration key
+    url: str = "https://events.pagerduty.com/v2/enqueue"  #: EU accounts use events.eu.pagerduty.com
+    severity: tuple[tuple[str, str], ...] = tuple(DEFAULT_PAGERDUTY_SEVERITY.items())  #: alert → PD severity
+    source: str = "certctl-notify"  #: the event's source field
+
+
+@dataclass(frozen=True)
+class OpsGenieSettings:
+    api_key: str | None = field(default=None, repr=False)  #: sent as "Authorization: GenieKey …"
+    url: str = "https://api.opsgenie.com/v2/alerts"  #: EU: https://api.eu.opsgenie.com/v2/alerts
+    priority: tuple[tuple[str, str], ...] = tuple(DEFAULT_OPSGENIE_PRIORITY.items())  #: alert → P1..P5
+
+
 @dataclass(frozen=True)
 class ApiKey:
     name: str
@@ -145,6 +190,11 @@ class Settings:
     worker: WorkerSettings = WorkerSettings()
     outbound: OutboundSettings = OutboundSettings()
     webhook: WebhookSettings = WebhookSettings()
+    smtp: SmtpSettings = SmtpSettings()
+    slack: SlackSettings = SlackSettings()
+    teams: TeamsSettings = TeamsSettings()
+    pagerduty: PagerDutySettings = PagerDutySettings()
+    opsgenie: OpsGenieSettings = OpsGenieSettings()
     api: ApiSettings = ApiSettings()
     log_format: str = "text"  #: "text" or "json"
     log_level: str = "INFO"
@@ -192,6 +242,84 @@ def _allow(value: str, name: str) -> tuple[str, ...]:
             except ValueError:
                 raise ConfigError(f"{name}: {entry!r} is not a valid CIDR") from None
     return entries
+
+
+def _mapping(value: str | None, name: str, default: dict[str, str], allowed: set[str]) -> tuple[tuple[str, str], ...]:
+    """``P2`` (every severity) or ``critical=P1,warning=P4`` (the rest keep their default)."""
+    if not value:
+        return tuple(default.items())
+    mapping = dict(default)
+    if "=" not in value:
+        mapping = dict.fromkeys(default, value.strip())
+    else:
+        for pair in value.split(","):
+            key, _, target = (p.strip() for p in pair.partition("="))
+            if key not in default:
+                raise ConfigError(f"{name}: {key!r} is not a severity ({', '.join(default)})")
+            mapping[key] = target
+    bad = sorted(set(mapping.values()) - allowed)
+    if bad:
+        raise ConfigError(f"{name}: {bad[0]!r} is not one of {', '.join(sorted(allowed))}")
+    return tuple(mapping.items())
+
+
+def _url(value: str | None, name: str) -> str | None:
+    if value and not re.match(r"^https?://[^\s/]+", value):
+        raise ConfigError(f"{name} must be an http:// or https:// URL")
+    return value
+
+
+def _smtp(get) -> SmtpSettings:
+    tls = (get("CERTCTL_SMTP_TLS", "starttls") or "").lower()
+    if tls not in ("starttls", "implicit", "none"):
+        raise ConfigError("CERTCTL_SMTP_TLS must be starttls, implicit or none")
+    default_port = {"starttls": "587", "implicit": "465", "none": "25"}[tls]
+    ca_file = get("CERTCTL_SMTP_CA_FILE")
+    if ca_file and not Path(ca_file).is_file():
+        raise ConfigError(f"CERTCTL_SMTP_CA_FILE={ca_file!r} is not a readable file")
+    sender = get("CERTCTL_SMTP_FROM", "certctl-notify@localhost")
+    if any(c in sender for c in "\r\n\0"):
+        raise ConfigError("CERTCTL_SMTP_FROM contains a line break or NUL")
+    return SmtpSettings(
+        host=get("CERTCTL_SMTP_HOST"),
+        port=parse_int(get("CERTCTL_SMTP_PORT", default_port), "CERTCTL_SMTP_PORT", minimum=1),
+        tls=tls,
+        username=get("CERTCTL_SMTP_USERNAME"),
+        password=get("CERTCTL_SMTP_PASSWORD"),
+        sender=sender,
+        ca_file=ca_file,
+        timeout_seconds=parse_duration(get("CERTCTL_SMTP_TIMEOUT", "10s"), "CERTCTL_SMTP_TIMEOUT"),
+    )
+
+
+def _channels(get) -> dict:
+    teams_format = (get("CERTCTL_TEAMS_FORMAT", "adaptive") or "").lower()
+    if teams_format not in ("adaptive", "messagecard"):
+        raise ConfigError("CERTCTL_TEAMS_FORMAT must be adaptive or messagecard")
+    return {
+        "smtp": _smtp(get),
+        "slack": SlackSettings(
+            webhook_url=_url(get("CERTCTL_SLACK_WEBHOOK_URL"), "CERTCTL_SLACK_WEBHOOK_URL"),
+            channel=get("CERTCTL_SLACK_CHANNEL"),
+            username=get("CERTCTL_SLACK_USERNAME"),
+        ),
+        "teams": TeamsSettings(
+            webhook_url=_url(get("CERTCTL_TEAMS_WEBHOOK_URL"), "CERTCTL_TEAMS_WEBHOOK_URL"), format=teams_format
+        ),
+        "pagerduty": PagerDutySettings(
+            routing_key=get("CERTCTL_PAGERDUTY_ROUTING_KEY"),
+            url=_url(get("CERTCTL_PAGERDUTY_URL", PagerDutySettings.url), "CERTCTL_PAGERDUTY_URL"),
+            severity=_mapping(get("CERTCTL_PAGERDUTY_SEVERITY"), "CERTCTL_PAGERDUTY_SEVERITY",
+                              DEFAULT_PAGERDUTY_SEVERITY, set(DEFAULT_PAGERDUTY_SEVERITY.values())),
+            source=get("CERTCTL_PAGERDUTY_SOURCE", "certctl-notify"),
+        ),
+        "opsgenie": OpsGenieSettings(
+            api_key=get("CERTCTL_OPSGENIE_API_KEY"),
+            url=_url(get("CERTCTL_OPSGENIE_URL", OpsGenieSettings.url), "CERTCTL_OPSGENIE_URL"),
+            priority=_mapping(get("CERTCTL_OPSGENIE_PRIORITY"), "CERTCTL_OPSGENIE_PRIORITY",
+                              DEFAULT_OPSGENIE_PRIORITY, {"P1", "P2", "P3", "P4", "P5"}),
+        ),
+    }
 
 
 def _api_keys(value: str, name: str) -> tuple[ApiKey, ...]:
@@ -280,6 +408,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         worker=worker,
         outbound=outbound,
         webhook=webhook,
+        **_channels(get),
         api=api,
         log_format=log_format,
         log_level=get("CERTCTL_LOG_LEVEL", "INFO").upper(),

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from certctl_notify.channels.base import Channel, Notification, Sent, UnconfiguredChannel
 from certctl_notify.channels.http import OutboundHttp
-from certctl_notify.channels.webhook import WebhookChannel
 from certctl_notify.config import Settings
 from certctl_notify.model import Channel as ChannelName
 
-#: The variable whose absence leaves each not-yet-configured channel unconfigured.
+#: The variable whose absence leaves each channel unconfigured (named in the dead row's reason).
 REQUIRED_VARIABLE = {
     ChannelName.EMAIL: "CERTCTL_SMTP_HOST",
     ChannelName.WEBHOOK: "CERTCTL_WEBHOOK_URL",
@@ -19,14 +20,24 @@ REQUIRED_VARIABLE = {
 }
 
 
+def _factories() -> list[tuple[ChannelName, Callable[[Settings], bool], Callable[[Settings, OutboundHttp], Channel]]]:
+    """(channel, is it configured?, build it) for every implemented channel: one line each."""
+    from certctl_notify.channels.webhook import WebhookChannel
+
+    return [
+        (ChannelName.WEBHOOK, lambda s: bool(s.webhook.url), WebhookChannel.from_settings),
+    ]
+
+
 def build_channels(settings: Settings, *, http: OutboundHttp | None = None) -> dict[str, Channel]:
     """One adapter per channel name; a channel without its settings is an `UnconfiguredChannel`."""
     http = http or OutboundHttp(settings.outbound)
     channels: dict[str, Channel] = {
         name.value: UnconfiguredChannel(name.value, variable) for name, variable in REQUIRED_VARIABLE.items()
     }
-    if settings.webhook.url:
-        channels[ChannelName.WEBHOOK.value] = WebhookChannel.from_settings(settings, http)
+    for name, configured, build in _factories():
+        if configured(settings):
+            channels[name.value] = build(settings, http)
     return channels
 
 
