@@ -1,0 +1,116 @@
+"""The sweep against real PostgreSQL and a real Redis broker: what it re-publishes, in which order,
+how much per tick, and that two sweeps never run at once."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import redis
+
+from certctl_notify import store
+from certctl_notify.config import SweepSettings
+from certctl_notify.dispatch import DELIVERY_QUEUE, CeleryDispatcher
+from certctl_notify.producer import make_producer
+from certctl_notify.sweep import sweep_once
+
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+SETTINGS = SweepSettings(interval_seconds=120, grace_seconds=120, batch_size=1000)
+
+
+@pytest.fixture
+def dispatcher(broker_url):
+    app = make_producer(broker_url)
+    yield CeleryDispatcher(app)
+    app.close()
+
+
+def published(broker_url) -> list[tuple[str, int]]:
+    """(notification id, attempt) of every delivery message on the broker, in publish order."""
+    raw = redis.Redis.from_url(broker_url).lrange(DELIVERY_QUEUE, 0, -1)
+    messages = [json.loads(base64.b64decode(json.loads(m)["body"])) for m in reversed(raw)]
+    return [(args[0], args[1]) for args, _kwargs, _embed in messages]
+
+
+def add(sessions, status: str, *, age: timedelta, **values) -> str:
+    at = NOW - age
+    row = {"id": f"notif_{uuid.uuid4().hex[:10]}", "type": "RenewalFailure", "channel": "Webhook",
+           "recipient": "", "message": "m", "status": status, "retry_count": 0, "created_at": at,
+           "updated_at": at, "dispatched_at": at, **values}
+    with sessions.begin() as s:
+        store.insert_notification(s, row)
+    return row["id"]
+
+
+def test_sweep_republishes_lost_work_and_leaves_everything_else(sessions, dispatcher, broker_url):
+    # Given rows in every situation
+    overdue = add(sessions, "failed", age=timedelta(minutes=30), retry_count=2,
+                  next_retry_at=NOW - timedelta(minutes=10))
+    stale = add(sessions, "pending", age=timedelta(minutes=10))
+    abandoned = add(sessions, "failed", age=timedelta(minutes=30), retry_count=1,
+                    next_retry_at=NOW - timedelta(minutes=20), lease_owner="t:2",
+                    lease_expires_at=NOW - timedelta(minutes=1))
+    add(sessions, "failed", age=timedelta(minutes=5), retry_count=1, next_retry_at=NOW + timedelta(minutes=1))
+    add(sessions, "failed", age=timedelta(minutes=5), retry_count=1, next_retry_at=NOW - timedelta(seconds=30))
+    add(sessions, "pending", age=timedelta(seconds=30))  # just published: the broker has it
+    add(sessions, "pending", age=timedelta(minutes=10), lease_owner="t:1",
+        lease_expires_at=NOW + timedelta(minutes=1))  # being attempted right now
+    for status in ("sent", "dead", "read"):
+        add(sessions, status, age=timedelta(hours=1))
+    # When the sweep runs
+    report = sweep_once(sessions, dispatcher, SETTINGS, now=lambda: NOW)
+    # Then exactly the lost work is published again, oldest due first, each for its next attempt
+    assert published(broker_url) == [(abandoned, 2), (overdue, 3), (stale, 1)]
+    assert report.redispatched == {"abandoned": 1, "overdue": 1, "stale_pending": 1}
+    # And a second tick right after publishes nothing more (they were stamped as dispatched)
+    assert sweep_once(sessions, dispatcher, SETTINGS, now=lambda: NOW + timedelta(seconds=5)).total == 0
+    assert len(published(broker_url)) == 3
+
+
+def test_sweep_takes_at_most_one_batch_per_tick_oldest_first(sessions, dispatcher, broker_url):
+    ids = [add(sessions, "pending", age=timedelta(minutes=60 - i)) for i in range(25)]
+    report = sweep_once(sessions, dispatcher, SweepSettings(120, 120, batch_size=10), now=lambda: NOW)
+    assert report.total == 10
+    assert [nid for nid, _ in published(broker_url)] == ids[:10]
+
+
+def test_two_sweeps_at_once_never_both_run(sessions, dispatcher, broker_url, engine):
+    # Given due rows, and another sweep holding the lock (a replica mid-tick)
+    for _ in range(3):
+        add(sessions, "pending", age=timedelta(minutes=10))
+    holding, release = threading.Event(), threading.Event()
+
+    def other_sweep():
+        with sessions.begin() as s:
+            assert store.try_sweep_lock(s)
+            holding.set()
+            release.wait(10)
+
+    other = threading.Thread(target=other_sweep)
+    other.start()
+    holding.wait(10)
+    # When this sweep runs meanwhile, Then it does nothing
+    try:
+        report = sweep_once(sessions, dispatcher, SETTINGS, now=lambda: NOW)
+    finally:
+        release.set()
+        other.join()
+    assert report.locked_out and published(broker_url) == []
+    # And once the other sweep is done, the next tick does the work
+    assert sweep_once(sessions, dispatcher, SETTINGS, now=lambda: NOW).total == 3
+
+
+def test_a_broker_outage_during_the_sweep_loses_nothing(sessions, make_env):
+    # Given a due row and a broker that is down
+    nid = add(sessions, "pending", age=timedelta(minutes=10))
+    down = CeleryDispatcher(make_producer("redis://127.0.0.1:1/0"))
+    # When the sweep cannot publish
+    report = sweep_once(sessions, down, SETTINGS, now=lambda: NOW)
+    # Then it says so, and the row is still pending for a later tick
+    assert report.publish_failures == 1 and report.total == 0
+    with sessions.begin() as s:
+        assert store.get(s, nid).status == "pending"

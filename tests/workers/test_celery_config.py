@@ -1,0 +1,53 @@
+"""The Celery settings delivery depends on are set, and a wrong one stops the worker naming it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from certctl_notify.config import load_settings
+from certctl_notify.errors import ConfigError
+from workers.app import make_celery
+from workers.config import validate_celery
+
+
+def test_worker_settings_are_the_safe_ones(make_env):
+    settings = load_settings(make_env())
+    conf = make_celery(settings).conf
+    assert conf.task_acks_late is True
+    assert conf.task_reject_on_worker_lost is True
+    assert conf.worker_prefetch_multiplier == 1
+    vt = conf.broker_transport_options["visibility_timeout"]
+    assert vt > settings.retry.cap_seconds + settings.worker.task_time_limit_seconds
+    assert conf.task_routes["certctl_notify.deliver"]["queue"] == "certctl.deliver"
+
+
+def test_production_defaults_give_a_visibility_timeout_past_the_hour_cap():
+    conf = make_celery(load_settings({"CERTCTL_BROKER_URL": "redis://127.0.0.1:6379/9"})).conf
+    assert conf.broker_transport_options["visibility_timeout"] > 3600 + 120
+
+
+@pytest.mark.parametrize("name, value", [("task_acks_late", False), ("task_reject_on_worker_lost", False),
+                                         ("worker_prefetch_multiplier", 4)])
+def test_a_wrong_celery_setting_is_refused_by_name(make_env, name, value):
+    settings = load_settings(make_env())
+    conf = dict(make_celery(settings).conf)
+    conf[name] = value
+    with pytest.raises(ConfigError, match=name):
+        validate_celery(conf, settings)
+
+
+def test_too_short_visibility_timeout_is_refused(make_env):
+    with pytest.raises(ConfigError, match="CERTCTL_BROKER_VISIBILITY_TIMEOUT"):
+        make_celery(load_settings(make_env(CERTCTL_NOTIFICATION_RETRY_CAP="1h",
+                                           CERTCTL_BROKER_VISIBILITY_TIMEOUT="30m")))
+
+
+def test_the_worker_process_exits_with_the_reason(make_env):
+    env = make_env(CERTCTL_NOTIFICATION_RETRY_CAP="1h", CERTCTL_BROKER_VISIBILITY_TIMEOUT="30m")
+    result = subprocess.run([sys.executable, "-m", "celery", "-A", "workers.app", "worker"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "refusing to start" in result.stderr and "CERTCTL_BROKER_VISIBILITY_TIMEOUT" in result.stderr
