@@ -27,13 +27,14 @@ from alembic.runtime.migration import MigrationContext
 
 from certctl_notify import migrate
 from certctl_notify.db import make_engine
+from certctl_notify import model_ops  # noqa: F401  (the operator tables are part of the schema)
 from certctl_notify.model import Base
 
 PG_ADMIN_URL = os.environ.get(
     "CERTCTL_TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 )
 REPO_ROOT = Path(__file__).resolve().parents[2]
-HEAD = "0003_certctl_notify"
+HEAD = "0004_operator_tables"
 ORIGINAL_SERVICE_TABLES = {"managed_certificates"}
 
 ORIGINAL_SCHEMA = """
@@ -468,7 +469,7 @@ REBUILD_REVISION = """
 from alembic import op
 
 revision = "9999_rebuild"
-down_revision = "0003_certctl_notify"
+down_revision = "0004_operator_tables"
 
 
 def upgrade():
