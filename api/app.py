@@ -27,7 +27,7 @@ class Deps:
 
 def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | None = None) -> Flask:
     """Build the API; ``settings`` default to the environment (read once, here)."""
-    from api import errors, health, notifications
+    from api import errors, health, notifications, requeue_jobs, stats
 
     settings = settings or load_settings()
     app = Flask(__name__)
@@ -42,6 +42,8 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     errors.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(notifications.bp)
+    app.register_blueprint(requeue_jobs.bp)
+    app.register_blueprint(stats.bp)
     if not settings.api.auth_enabled:
         log.warning("CERTCTL_AUTH_TYPE=none: the API accepts every request without a key (local use only)")
     elif not settings.api.keys:

@@ -4,21 +4,62 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, g, jsonify, request
 
-from api import serialize
+from api import params, serialize
 from api.auth import require
 from api.errors import ApiError
 from certctl_notify import client, store
 from certctl_notify.errors import ValidationError
+from certctl_notify.model import AlertType, Channel, Status, utcnow
+from certctl_notify.store.reads import NotificationFilter
 
 bp = Blueprint("notifications", __name__, url_prefix="/api/v1/notifications")
 
 
-def _deps():
+def deps():
     return current_app.extensions["certctl"]
+
+
+def actor() -> client.Actor:
+    return client.Actor(g.actor, g.get("request_id"))
 
 
 def _max_attempts() -> int:
     return current_app.config["CERTCTL"].retry.max_attempts
+
+
+def _not_found_or_conflict(call, *args, **kwargs):
+    try:
+        return call(*args, **kwargs)
+    except client.NotFound as exc:
+        raise ApiError(404, "not_found", str(exc)) from None
+    except client.WrongState as exc:
+        raise ApiError(409, "wrong_state", str(exc)) from None
+
+
+@bp.get("")
+@require("read")
+def list_notifications():
+    """A filtered page, newest first, with the true filtered total.
+
+    Request: ``GET /api/v1/notifications?status=dead&channel=Webhook&page=1&per_page=50``
+    Response 200: ``{"data": [...], "total": 1234, "page": 1, "per_page": 50, "as_of": "2026-…"}``.
+    Pass ``as_of`` back on later pages to page through a stable set while new rows arrive.
+    """
+    page, per_page = params.page()
+    as_of = params.timestamp("as_of", request.args.get("as_of")) or utcnow()
+    status = params.choice("status", request.args.get("status"), Status)
+    f = NotificationFilter(
+        statuses=(status,) if status else (),
+        channel=params.choice("channel", request.args.get("channel"), Channel),
+        type=params.choice("type", request.args.get("type"), AlertType),
+        certificate_id=params.text("certificate_id", request.args.get("certificate_id")),
+        q=params.text("q", request.args.get("q")),
+        as_of=as_of,
+    )
+    with deps().sessions.begin() as session:
+        total, rows = store.list_notifications(session, f, page=page, per_page=per_page)
+    return jsonify(data=[serialize.notification(r, max_attempts=_max_attempts()) for r in rows], total=total,
+                   page=page, per_page=per_page, as_of=as_of.isoformat())
 
 
 @bp.post("")
@@ -34,7 +75,7 @@ def create():
     if not isinstance(body, dict):
         raise ApiError(400, "bad_request", "the body must be a JSON object")
     try:
-        results = client.enqueue_alert(_deps().sessions, _deps().dispatcher, body)
+        results = client.enqueue_alert(deps().sessions, deps().dispatcher, body, actor=actor())
     except ValidationError as exc:
         raise ApiError(422, "invalid_field", str(exc)) from None
     return jsonify(
@@ -51,7 +92,7 @@ def get_one(notification_id: str):
     Request: ``GET /api/v1/notifications/notif_1f…``
     Response 200: ``{"id": "notif_1f…", "status": "dead", "retry_count": 5, …, "attempts": [{"attempt": 1, …}]}``
     """
-    with _deps().sessions.begin() as session:
+    with deps().sessions.begin() as session:
         row = store.get(session, notification_id)
         history = store.list_attempts(session, notification_id) if row is not None else []
     if row is None:
@@ -65,7 +106,7 @@ def get_one(notification_id: str):
 @require("read")
 def attempts(notification_id: str):
     """The attempt history. Response 200: ``{"data": [{"attempt": 1, "outcome": "retry", …}]}``"""
-    with _deps().sessions.begin() as session:
+    with deps().sessions.begin() as session:
         if store.get(session, notification_id) is None:
             raise ApiError(404, "not_found", f"notification {notification_id} does not exist")
         history = store.list_attempts(session, notification_id)
@@ -80,10 +121,17 @@ def requeue(notification_id: str):
     Request: ``POST /api/v1/notifications/notif_1f…/requeue``
     Response 200: ``{"status": "requeued", "id": "notif_1f…"}``; 404 unknown id; 409 wrong state.
     """
-    try:
-        client.requeue(_deps().sessions, _deps().dispatcher, notification_id, actor=g.actor)
-    except client.NotFound as exc:
-        raise ApiError(404, "not_found", str(exc)) from None
-    except client.WrongState as exc:
-        raise ApiError(409, "wrong_state", str(exc)) from None
+    _not_found_or_conflict(client.requeue, deps().sessions, deps().dispatcher, notification_id, actor=actor())
     return jsonify(status="requeued", id=notification_id)
+
+
+@bp.post("/<notification_id>/read")
+@require("admin")
+def mark_read(notification_id: str):
+    """Acknowledge a sent alert or dismiss a dead letter.
+
+    Request: ``POST /api/v1/notifications/notif_1f…/read``
+    Response 200: ``{"status": "marked_as_read", "id": "notif_1f…"}``; 404 unknown; 409 pending/failed/read.
+    """
+    _not_found_or_conflict(client.mark_read, deps().sessions, notification_id, actor=actor())
+    return jsonify(status="marked_as_read", id=notification_id)

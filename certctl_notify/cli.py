@@ -6,6 +6,7 @@ Commands that need the API server or the worker import them when they run, so ``
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import sys
@@ -79,7 +80,7 @@ def requeue(ids: tuple[str, ...]) -> None:
     with click.progressbar(ids, label="requeueing", file=sys.stderr) if len(ids) > 20 else _plain(ids) as bar:
         for notification_id in bar:
             try:
-                client.requeue(sessions, dispatcher, notification_id, actor=f"cli:{os.getenv('USER', 'unknown')}")
+                client.requeue(sessions, dispatcher, notification_id, actor=client.Actor(f"cli:{getpass.getuser()}"))
                 click.echo(f"{notification_id}: requeued")
             except (client.NotFound, client.WrongState) as exc:
                 refused += 1

@@ -24,6 +24,23 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class Actor:
+    """Who acts, for the audit log: an API key's name, ``cli:<user>`` or ``broker``."""
+
+    name: str
+    request_id: str | None = None
+
+
+def record_audit(
+    session: Session, actor: Actor | None, action: str, target: str, at: datetime, detail=None
+) -> None:
+    """Write an audit row in the caller's transaction, so the action and its record commit together."""
+    if actor is not None:
+        store.add_audit(session, at=at, actor=actor.name, action=action, target=target, detail=detail,
+                        request_id=actor.request_id)
+
+
+@dataclass(frozen=True)
 class Enqueued:
     row: Row
     created: bool  #: False when a repeated dedupe_key returned the existing row
@@ -34,6 +51,7 @@ def enqueue_alert(
     dispatcher: Dispatcher,
     fields: Mapping[str, Any],
     *,
+    actor: Actor | None = None,
     now: Callable[[], datetime] = utcnow,
 ) -> list[Enqueued]:
     """Validate, store one pending row per channel, commit, then publish each new row's first attempt.
@@ -43,13 +61,16 @@ def enqueue_alert(
     """
     alert = parse_alert(fields)
     results: list[Enqueued] = []
+    moment = now()
     with sessions.begin() as session:
-        for row in alert.rows(now()):
+        for row in alert.rows(moment):
             inserted = store.insert_notification(session, row)
             if inserted is None:
                 results.append(Enqueued(store.get_by_dedupe_key(session, row["dedupe_key"]), created=False))
             else:
                 results.append(Enqueued(inserted, created=True))
+                record_audit(session, actor, "enqueue", inserted.id, moment, {"channel": inserted.channel,
+                                                                        "type": inserted.type})
     for result in results:
         if result.created:
             dispatch_quietly(dispatcher, result.row.id, 1)
@@ -72,7 +93,7 @@ def requeue(
     dispatcher: Dispatcher,
     notification_id: str,
     *,
-    actor: str = "operator",
+    actor: Actor | None = None,
     now: Callable[[], datetime] = utcnow,
 ) -> Row:
     """Reset a dead or failed row to pending (budget restored) and dispatch it at once.
@@ -86,6 +107,8 @@ def requeue(
         row = store.requeue(session, notification_id, now=moment)
         if row is None:
             current = store.get(session, notification_id)
+        else:
+            record_audit(session, actor, "requeue", notification_id, moment)
     if row is None:
         if current is None:
             raise NotFound(f"notification {notification_id} does not exist")
@@ -93,6 +116,32 @@ def requeue(
         if current.status in TRANSITIONS["requeue"][0]:
             raise WrongState(f"notification {notification_id} has an attempt in progress; try again shortly")
         raise WrongState(f"notification {notification_id} is {current.status}; only {sources} rows can be requeued")
-    log.info("requeued %s (%s) by %s", notification_id, row.channel, actor)
+    log.info("requeued %s (%s) by %s", notification_id, row.channel, actor.name if actor else "operator")
     dispatch_quietly(dispatcher, notification_id, 1)
+    return row
+
+
+def mark_read(
+    sessions: sessionmaker[Session], notification_id: str, *, actor: Actor | None = None,
+    now: Callable[[], datetime] = utcnow,
+) -> Row:
+    """Acknowledge a sent alert or dismiss a dead letter.
+
+    Raises:
+        NotFound: unknown id.
+        WrongState: pending or failed (marking it read would cancel its delivery), or already read.
+    """
+    moment = now()
+    with sessions.begin() as session:
+        row = store.mark_read(session, notification_id, now=moment)
+        if row is None:
+            current = store.get(session, notification_id)
+        else:
+            record_audit(session, actor, "mark_read", notification_id, moment)
+    if row is None:
+        if current is None:
+            raise NotFound(f"notification {notification_id} does not exist")
+        raise WrongState(f"notification {notification_id} is {current.status}; only sent or dead rows can be "
+                         "marked read (a pending or failed one would never be delivered)")
+    log.info("marked %s read by %s", notification_id, actor.name if actor else "operator")
     return row

@@ -178,6 +178,8 @@ class ApiSettings:
     keys: tuple[ApiKey, ...] = ()  #: bearer keys with their scope
     host: str = "127.0.0.1"  #: where `certctl-notify dev` serves the API
     port: int = 8080
+    requeue_rate: float = 100.0  #: rows per second a bulk requeue requeues at most
+    metrics_auth: bool = False  #: require a read key for /metrics
 
 
 @dataclass(frozen=True)
@@ -395,6 +397,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         keys=_api_keys(get("CERTCTL_API_KEYS", ""), "CERTCTL_API_KEYS"),
         host=get("CERTCTL_API_HOST", "127.0.0.1"),
         port=parse_int(get("CERTCTL_API_PORT", "8080"), "CERTCTL_API_PORT"),
+        requeue_rate=float(parse_int(get("CERTCTL_REQUEUE_RATE", "100"), "CERTCTL_REQUEUE_RATE", minimum=1)),
+        metrics_auth=parse_bool(get("CERTCTL_METRICS_AUTH", "false"), "CERTCTL_METRICS_AUTH"),
     )
     log_format = get("CERTCTL_LOG_FORMAT", "text").lower()
     if log_format not in ("text", "json"):

@@ -16,6 +16,8 @@ DELIVER_TASK = "certctl_notify.deliver"
 ENQUEUE_TASK = "certctl_notify.enqueue"
 #: Name of the periodic sweep task.
 SWEEP_TASK = "certctl_notify.sweep"
+#: Name of the task that works through a bulk requeue job in rate-limited chunks.
+BULK_REQUEUE_TASK = "certctl_notify.bulk_requeue"
 #: Queue the delivery tasks travel on (prefetch 1, late acks).
 DELIVERY_QUEUE = "certctl.deliver"
 
@@ -23,6 +25,9 @@ DELIVERY_QUEUE = "certctl.deliver"
 class Dispatcher(Protocol):
     def dispatch(self, notification_id: str, attempt: int) -> None:
         """Publish the delivery task for ``attempt`` of a row; raise when the broker refused it."""
+
+    def run_requeue_job(self, job_id: str) -> None:
+        """Publish the next chunk of a bulk requeue job."""
 
 
 class CeleryDispatcher:
@@ -37,6 +42,9 @@ class CeleryDispatcher:
         self._app.send_task(
             DELIVER_TASK, args=[notification_id, attempt], retries=attempt - 1, queue=DELIVERY_QUEUE
         )
+
+    def run_requeue_job(self, job_id: str) -> None:
+        self._app.send_task(BULK_REQUEUE_TASK, args=[job_id])
 
 
 def dispatch_quietly(dispatcher: Dispatcher, notification_id: str, attempt: int) -> bool:

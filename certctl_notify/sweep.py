@@ -6,7 +6,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -57,6 +57,13 @@ def sweep_once(
             session, now=moment, grace_seconds=settings.grace_seconds, limit=settings.batch_size
         )
         store.mark_dispatched(session, (r.id for r in rows), now=moment)
+        stalled = store.stale_jobs(session, older_than=moment - timedelta(seconds=max(settings.grace_seconds, 30)))
+    for job_id in stalled:  # a bulk requeue whose worker died: resume it from its cursor
+        log.info("sweep resumes bulk requeue %s", job_id)
+        try:
+            dispatcher.run_requeue_job(job_id)
+        except Exception as exc:  # classified: the next tick tries again
+            log.warning("resuming bulk requeue %s failed: %s", job_id, exc)
     reasons: Counter[str] = Counter()
     failures = 0
     for row in rows:

@@ -1,4 +1,4 @@
-"""The Celery tasks: deliver (one attempt, retried by Celery), enqueue (intake), sweep (beat)."""
+"""The Celery tasks: deliver (one attempt, retried by Celery), enqueue (intake), bulk_requeue, sweep (beat)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import logging
 from celery import Celery, Task
 from celery.exceptions import Reject
 
+from certctl_notify.bulk import run_chunk
 from certctl_notify.client import enqueue_alert
 from certctl_notify.delivery import Attempt
-from certctl_notify.dispatch import DELIVER_TASK, ENQUEUE_TASK, SWEEP_TASK, CeleryDispatcher
+from certctl_notify.dispatch import BULK_REQUEUE_TASK, DELIVER_TASK, ENQUEUE_TASK, SWEEP_TASK, CeleryDispatcher
 from certctl_notify.errors import DeliveryError, TransientError, ValidationError
 from certctl_notify.sweep import sweep_once
 from workers.runtime import Runtime
@@ -77,6 +78,12 @@ def register_tasks(app: Celery, runtime: Runtime) -> None:
             log.error("refused %s message %s: %s; nothing was created", ENQUEUE_TASK, self.request.id, exc)
             raise Reject(str(exc), requeue=False) from None
         return [result.row.id for result in results]
+
+    @app.task(name=BULK_REQUEUE_TASK, acks_late=True)
+    def bulk_requeue(job_id: str) -> None:
+        """One chunk (~5 s) of a bulk requeue job; publishes the next chunk while work remains."""
+        if run_chunk(runtime.sessions, dispatcher, job_id):
+            dispatcher.run_requeue_job(job_id)
 
     @app.task(name=SWEEP_TASK)
     def sweep() -> int:

@@ -1,4 +1,4 @@
-"""Every SQL statement certctl-notify runs, in one place.
+"""Delivery-side SQL: intake, claims, attempt records and every status transition.
 
 Functions take a `Session` and never commit: the caller frames the transaction. Every state change
 is one ``UPDATE … WHERE id = … AND status IN (…) … RETURNING``; zero rows is a normal answer that
@@ -16,6 +16,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from certctl_notify.model import TRANSITIONS, Outcome, Status, attempts, events
+
+__all__ = [
+    "insert_notification", "get_by_dedupe_key", "get", "list_attempts", "claim", "finish_attempt",
+    "mark_sent", "mark_failed", "mark_dead", "requeue", "mark_read", "count_by_status", "try_sweep_lock",
+    "due_for_redispatch", "mark_dispatched",
+]
 
 #: Key of the PostgreSQL advisory lock that keeps two sweeps from running at once.
 SWEEP_LOCK_KEY = 0x6365_7274_6E74  # "certnt"
@@ -184,10 +190,14 @@ def mark_dead(
 # --- operator actions -------------------------------------------------------------------------
 
 
-def requeue(session: Session, notification_id: str, *, now: datetime) -> Row | None:
-    """Reset a dead/failed row to a fresh pending one; refused while an attempt holds a live lease."""
+def requeue(
+    session: Session, notification_id: str, *, now: datetime, unchanged_since: datetime | None = None
+) -> Row | None:
+    """Reset a dead/failed row to a fresh pending one; refused while an attempt holds a live lease,
+    and (for bulk jobs) when the row changed after ``unchanged_since``."""
+    unchanged = () if unchanged_since is None else (events.c.updated_at <= unchanged_since,)
     return _transition(
-        session, "requeue", notification_id, _live_lease_absent(now),
+        session, "requeue", notification_id, _live_lease_absent(now), *unchanged,
         retry_count=0, next_retry_at=None, last_error=None, lease_owner=None, lease_expires_at=None,
         dispatched_at=now, updated_at=now,
     )

@@ -1,0 +1,117 @@
+"""Bulk requeue: a job that requeues the rows a filter matched, in id order, at a bounded rate, so a
+requeue of 100k dead rows cannot flood a receiver that has just recovered."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import datetime
+
+from sqlalchemy import Row
+from sqlalchemy.orm import Session, sessionmaker
+
+from certctl_notify import store
+from certctl_notify.dispatch import Dispatcher, dispatch_quietly
+from certctl_notify.model import utcnow
+from certctl_notify.store.reads import NotificationFilter
+
+log = logging.getLogger(__name__)
+
+#: Seconds one task run works before handing over to the next (well inside the task time limit).
+CHUNK_SECONDS = 5.0
+#: Batches per second; each batch is one short transaction.
+BATCHES_PER_SECOND = 10
+
+
+class _Cancelled(Exception):
+    """Rolls back a batch whose job was cancelled while it ran."""
+
+
+class JobConflict(RuntimeError):
+    """Raised when a bulk requeue is already running: one at a time keeps the rate a real bound."""
+
+
+def _serialisable(f: NotificationFilter) -> dict:
+    data = asdict(f)
+    for key in ("created_after", "created_before", "as_of"):
+        if data[key] is not None:
+            data[key] = data[key].isoformat()
+    data["statuses"], data["ids"] = list(f.statuses), list(f.ids)
+    return data
+
+
+def _filter_of(job: Row) -> NotificationFilter:
+    data = dict(job.filter)
+    for key in ("created_after", "created_before", "as_of"):
+        if data.get(key):
+            data[key] = datetime.fromisoformat(data[key])
+    data["statuses"], data["ids"] = tuple(data["statuses"]), tuple(data["ids"])
+    return NotificationFilter(**data)
+
+
+def count(sessions: sessionmaker[Session], f: NotificationFilter) -> int:
+    """How many rows a bulk requeue with this filter would requeue now (the dry run)."""
+    with sessions.begin() as session:
+        return store.count_matching(session, f)
+
+
+def start(sessions: sessionmaker[Session], dispatcher: Dispatcher, f: NotificationFilter, *, rate: float,
+          actor: str, now: Callable[[], datetime] = utcnow) -> Row:
+    """Create the job (matched = rows unchanged since now) and publish its first chunk.
+
+    Raises:
+        JobConflict: another bulk requeue is still running.
+    """
+    moment = now()
+    with sessions.begin() as session:
+        running = store.running_job(session)
+        if running is not None:
+            raise JobConflict(f"bulk requeue {running.id} is still running; cancel it or wait for it")
+        matched = store.count_matching(session, f, unchanged_since=moment)
+        job = store.insert_job(session, job_id=f"job_{uuid.uuid4().hex}", filter=_serialisable(f), rate=rate,
+                               matched=matched, cutoff=moment, actor=actor, now=moment)
+    log.info("bulk requeue %s by %s: %d rows at %g/s", job.id, actor, matched, rate)
+    try:
+        dispatcher.run_requeue_job(job.id)
+    except Exception as exc:  # classified: the sweep resumes a job that makes no progress
+        log.warning("publish of bulk requeue %s failed (%s); the sweep will resume it", job.id, exc)
+    return job
+
+
+def run_chunk(sessions: sessionmaker[Session], dispatcher: Dispatcher, job_id: str, *,
+              chunk_seconds: float = CHUNK_SECONDS, now: Callable[[], datetime] = utcnow,
+              sleep: Callable[[float], None] = time.sleep) -> bool:
+    """Work on a job for about ``chunk_seconds``; True when it has more to do."""
+    with sessions.begin() as session:
+        job = store.get_job(session, job_id)
+    if job is None or job.status != "running":
+        return False
+    f, rate = _filter_of(job), job.rate_per_second
+    batch = max(1, int(rate / BATCHES_PER_SECOND))
+    cursor, started = job.cursor, time.monotonic()
+    while time.monotonic() - started < chunk_seconds:
+        batch_started = time.monotonic()
+        moment = now()
+        try:
+            with sessions.begin() as session:
+                ids = store.job_batch_ids(session, f, after=cursor, cutoff=job.cutoff, limit=batch)
+                if not ids:
+                    store.finish_job(session, job_id, now=moment)
+                    log.info("bulk requeue %s done", job_id)
+                    return False
+                requeued = [i for i in ids if store.requeue(session, i, now=moment, unchanged_since=job.cutoff)]
+                if store.advance_job(session, job_id, cursor=ids[-1], requeued=len(requeued),
+                                     skipped=len(ids) - len(requeued), now=moment) is None:
+                    raise _Cancelled
+        except _Cancelled:  # cancelled meanwhile: this batch is rolled back, nothing more is requeued
+            log.info("bulk requeue %s cancelled", job_id)
+            return False
+        for notification_id in requeued:
+            dispatch_quietly(dispatcher, notification_id, 1)
+        cursor = ids[-1]
+        # pace: this batch may take len(ids)/rate seconds at the most
+        sleep(max(0.0, len(ids) / rate - (time.monotonic() - batch_started)))
+    return True

@@ -1,0 +1,85 @@
+"""Read-side queries: filtered listings with true totals, and the counts operators watch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Row, func, select
+from sqlalchemy.orm import Session
+
+from certctl_notify.model import Status, events
+
+__all__ = ["NotificationFilter", "list_notifications", "summary", "filter_clauses"]
+
+
+@dataclass(frozen=True)
+class NotificationFilter:
+    """Filters of the list endpoint and of bulk requeue; None means "any"."""
+
+    statuses: tuple[str, ...] = ()
+    channel: str | None = None
+    type: str | None = None
+    certificate_id: str | None = None
+    q: str | None = None  #: substring of last_error, case-insensitive
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    as_of: datetime | None = None  #: only rows created at or before this (stable paging)
+    ids: tuple[str, ...] = ()
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def filter_clauses(f: NotificationFilter) -> list:
+    clauses = []
+    if f.statuses:
+        clauses.append(events.c.status.in_(f.statuses))
+    for column, value in ((events.c.channel, f.channel), (events.c.type, f.type),
+                          (events.c.certificate_id, f.certificate_id)):
+        if value is not None:
+            clauses.append(column == value)
+    if f.q:
+        clauses.append(events.c.last_error.ilike(f"%{_escape_like(f.q)}%", escape="\\"))
+    if f.created_after is not None:
+        clauses.append(events.c.created_at >= f.created_after)
+    if f.created_before is not None:
+        clauses.append(events.c.created_at < f.created_before)
+    if f.as_of is not None:
+        clauses.append(events.c.created_at <= f.as_of)
+    if f.ids:
+        clauses.append(events.c.id.in_(f.ids))
+    return clauses
+
+
+def list_notifications(session: Session, f: NotificationFilter, *, page: int, per_page: int) -> tuple[int, Sequence[Row]]:
+    """(true filtered total, one page) in the stable order ``created_at DESC, id DESC``."""
+    where = filter_clauses(f)
+    total = session.execute(select(func.count()).select_from(events).where(*where)).scalar_one()
+    rows = session.execute(
+        select(events).where(*where).order_by(events.c.created_at.desc(), events.c.id.desc())
+        .limit(per_page).offset((page - 1) * per_page)
+    ).all()
+    return total, rows
+
+
+def summary(session: Session, *, now: datetime) -> dict:
+    """Counts per status, the oldest pending row's age and the retries due now, in one query."""
+    is_pending = events.c.status == Status.PENDING.value
+    due = (events.c.status == Status.FAILED.value) & (events.c.next_retry_at <= now)
+    row = session.execute(
+        select(
+            *[func.count().filter(events.c.status == s.value).label(s.value) for s in Status],
+            func.min(events.c.created_at).filter(is_pending).label("oldest_pending"),
+            func.count().filter(due).label("retries_due"),
+        )
+    ).one()
+    counts = {s.value: getattr(row, s.value) for s in Status}
+    oldest = row.oldest_pending
+    return {
+        "counts": counts,
+        "oldest_pending_seconds": max(0.0, (now - oldest).total_seconds()) if oldest else 0.0,
+        "retries_due": row.retries_due,
+    }
