@@ -22,10 +22,20 @@ REQUIRED_VARIABLE = {
 
 def _factories() -> list[tuple[ChannelName, Callable[[Settings], bool], Callable[[Settings, OutboundHttp], Channel]]]:
     """(channel, is it configured?, build it) for every implemented channel: one line each."""
+    from certctl_notify.channels.email import EmailChannel
+    from certctl_notify.channels.opsgenie import OpsGenieChannel
+    from certctl_notify.channels.pagerduty import PagerDutyChannel
+    from certctl_notify.channels.slack import SlackChannel
+    from certctl_notify.channels.teams import TeamsChannel
     from certctl_notify.channels.webhook import WebhookChannel
 
     return [
+        (ChannelName.EMAIL, lambda s: bool(s.smtp.host), EmailChannel.from_settings),
         (ChannelName.WEBHOOK, lambda s: bool(s.webhook.url), WebhookChannel.from_settings),
+        (ChannelName.SLACK, lambda s: bool(s.slack.webhook_url), SlackChannel.from_settings),
+        (ChannelName.TEAMS, lambda s: bool(s.teams.webhook_url), TeamsChannel.from_settings),
+        (ChannelName.PAGERDUTY, lambda s: bool(s.pagerduty.routing_key), PagerDutyChannel.from_settings),
+        (ChannelName.OPSGENIE, lambda s: bool(s.opsgenie.api_key), OpsGenieChannel.from_settings),
     ]
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpx
 
@@ -19,6 +21,8 @@ from certctl_notify.redact import redact, safe_url
 MAX_REDIRECTS = 3
 #: Status codes that mean "try again later"; every other 4xx is permanent.
 TRANSIENT_STATUS = frozenset({408, 425, 429})
+#: Headers that carry credentials, dropped when a redirect leaves the original origin.
+CREDENTIAL_HEADERS = ("authorization", "proxy-authorization", "cookie")
 
 Resolver = Callable[[str, int], list[str]]
 
@@ -32,12 +36,9 @@ def resolve(host: str, port: int) -> list[str]:
 
 def _forbidden(address: str) -> str | None:
     ip = ipaddress.ip_address(address)
-    if getattr(ip, "ipv4_mapped", None):
-        ip = ip.ipv4_mapped
-    for kind in ("loopback", "link_local", "multicast", "unspecified"):
-        if getattr(ip, f"is_{kind}"):
-            return kind.replace("_", "-")
-    return None
+    ip = getattr(ip, "ipv4_mapped", None) or ip  # ::ffff:127.0.0.1 reaches 127.0.0.1
+    kinds = ("loopback", "link_local", "multicast", "unspecified")
+    return next((kind.replace("_", "-") for kind in kinds if getattr(ip, f"is_{kind}")), None)
 
 
 @dataclass(frozen=True)
@@ -49,15 +50,15 @@ class Reply:
 
 def retry_after_seconds(value: str | None, *, now: datetime | None = None) -> float | None:
     """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date); None if absent or bad."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
+    value = (value or "").strip()
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError):  # also "" and garbage
         return None
+    # A "-0000" zone parses to a naive datetime; HTTP dates are always GMT.
+    when = when if when.tzinfo else when.replace(tzinfo=UTC)
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
@@ -72,10 +73,9 @@ class OutboundHttp:
     def __init__(self, settings: OutboundSettings, *, resolver: Resolver = resolve):
         self._settings = settings
         self._resolver = resolver
-        timeout = settings.timeout_seconds
-        self._client = httpx.Client(
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)), follow_redirects=False, trust_env=False
-        )
+        # Requests go to IPs, so a jar would replay one peer's cookies to every name on that IP.
+        jar = CookieJar(DefaultCookiePolicy(allowed_domains=[]))
+        self._client = httpx.Client(follow_redirects=False, trust_env=False, cookies=jar)
 
     def close(self) -> None:
         self._client.close()
@@ -83,68 +83,74 @@ class OutboundHttp:
     def _pinned(self, url: httpx.URL) -> tuple[httpx.URL, dict]:
         if url.scheme not in ("http", "https") or not url.host:
             raise PermanentError(f"refused: {safe_url(str(url))} is not an http(s) URL")
-        port = url.port or (443 if url.scheme == "https" else 80)
         try:
-            addresses = self._resolver(url.host, port)
+            addresses = self._resolver(url.host, url.port or (443 if url.scheme == "https" else 80))
+        except UnicodeError as exc:  # unencodable (a label too long…): no retry will fix it
+            raise PermanentError(f"refused: {url.host!r} is not a valid host name") from exc
         except OSError as exc:
             raise TransientError(f"DNS lookup of {url.host} failed: {exc}") from exc
         for address in addresses:
-            reason = _forbidden(address)
-            if reason is None or self._settings.allows(url.host, address):
-                host = f"[{address}]" if ":" in address else address
+            if _forbidden(address) is None or self._settings.allows(url.host, address):
                 extensions = {"sni_hostname": url.host} if url.scheme == "https" else {}
-                return url.copy_with(host=host.strip("[]")), {"host": url.netloc.decode(), "ext": extensions}
-        raise PermanentError(
-            f"refused: {url.host} resolves to {addresses[0] if addresses else 'nothing'} "
-            f"({_forbidden(addresses[0]) if addresses else 'no address'}); "
-            "allow it with CERTCTL_OUTBOUND_ALLOW if this is intended"
-        )
+                return url.copy_with(host=address), {"host": url.netloc.decode(), "ext": extensions}
+        first, reason = (addresses[0], _forbidden(addresses[0])) if addresses else ("nothing", "no address")
+        raise PermanentError(f"refused: {url.host} resolves to {first} ({reason}); "
+                             "allow it with CERTCTL_OUTBOUND_ALLOW if this is intended")
 
     def post(self, url: str, *, content: bytes, headers: Mapping[str, str], secrets=()) -> Reply:
-        """POST once (following at most `MAX_REDIRECTS` method-preserving redirects).
+        """POST once, following at most `MAX_REDIRECTS` 307/308 redirects, all within ``timeout_seconds``.
 
         Raises:
             TransientError: timeouts, connection and TLS errors.
-            PermanentError: a refused address, a non-http URL, a redirect that is not 307/308.
+            PermanentError: a refused address, a non-http or invalid URL, a redirect that is not 307/308.
         """
-        target = httpx.URL(url)
+        deadline = time.monotonic() + self._settings.timeout_seconds
+        # identity: the cap must bound what we hold in memory, and a gzip body can inflate 1000-fold.
+        sending = httpx.Headers(headers)
+        sending["accept-encoding"] = "identity"  # replaces a configured one, whatever its case
+        target, location = None, url
         for _hop in range(MAX_REDIRECTS + 1):
-            pinned, meta = self._pinned(target)
-            request = self._client.build_request(
-                "POST", pinned, content=content, headers={**headers, "Host": meta["host"]}, extensions=meta["ext"]
-            )
             try:
+                following = target.join(location) if target is not None else httpx.URL(location)
+            except httpx.InvalidURL as exc:
+                raise PermanentError(redact(f"refused: invalid URL ({exc})", secrets)) from exc
+            if target is not None and (following.scheme, following.netloc) != (target.scheme, target.netloc):
+                for name in CREDENTIAL_HEADERS:  # never hand our credentials to another origin
+                    sending.pop(name, None)
+            target = following
+            pinned, meta = self._pinned(target)
+            sending["host"] = meta["host"]  # replaces a configured Host, whatever its case
+            remaining = max(0.001, deadline - time.monotonic())
+            request = self._client.build_request(
+                "POST", pinned, content=content, headers=sending, extensions=meta["ext"],
+                timeout=httpx.Timeout(remaining, connect=min(remaining, 10.0)),
+            )
+            try:  # timeouts, refused connections, TLS and protocol errors alike
                 response = self._client.send(request, stream=True)
-            except httpx.TimeoutException as exc:
-                raise TransientError(f"timed out talking to {target.host} ({type(exc).__name__})") from exc
             except httpx.TransportError as exc:
                 message = redact(f"{type(exc).__name__} talking to {target.host}: {exc}", secrets)
                 raise TransientError(message) from exc
-            try:
-                body = self._read_capped(response)
-            finally:
-                response.close()
-            if response.status_code in (307, 308) and "location" in response.headers:
-                target = target.join(response.headers["location"])
+            body = self._read_capped(response, deadline)
+            code, location = response.status_code, response.headers.get("location")
+            if code in (307, 308) and location:
                 continue
-            if 300 <= response.status_code < 400:
-                raise PermanentError(
-                    f"HTTP {response.status_code} redirect from {target.host} not followed", status_code=response.status_code
-                )
-            return Reply(response.status_code, response.headers, body)
-        raise PermanentError(f"more than {MAX_REDIRECTS} redirects from {url and safe_url(url)}")
+            if 300 <= code < 400:  # other redirects would turn the POST into a GET, or loop
+                raise PermanentError(f"HTTP {code} redirect from {target.host} refused", status_code=code)
+            return Reply(code, response.headers, body)
+        raise PermanentError(f"more than {MAX_REDIRECTS} redirects from {safe_url(url)}")
 
-    def _read_capped(self, response: httpx.Response) -> bytes:
-        limit = self._settings.max_response_bytes
-        chunks, size = [], 0
+    def _read_capped(self, response: httpx.Response, deadline: float) -> bytes:
+        limit, chunks, size = self._settings.max_response_bytes, [], 0
         try:
-            for chunk in response.iter_bytes():
+            for chunk in response.iter_raw():
                 chunks.append(chunk[: limit - size])
                 size += len(chunks[-1])
-                if size >= limit:
+                if size >= limit or time.monotonic() > deadline:  # a trickling body must not hold the worker
                     break
         except httpx.HTTPError:
             pass  # a body cut short does not change the status the peer already sent
+        finally:
+            response.close()
         return b"".join(chunks)
 
 
@@ -153,7 +159,10 @@ def classify(reply: Reply, *, peer: str, secrets=()) -> None:
     code = reply.status_code
     if 200 <= code < 300:
         return
-    snippet = redact(reply.body[:300].decode("utf-8", "replace").strip(), secrets)
+    # Redact before cutting (a cut secret would no longer match), and keep only printable text:
+    # PostgreSQL refuses NUL in the last_error column.
+    text = redact(reply.body.decode("utf-8", "replace"), secrets)[:300]
+    snippet = "".join(c if c.isprintable() else " " for c in text).strip()
     message = f"HTTP {code} from {peer}" + (f": {snippet}" if snippet else "")
     if code in TRANSIENT_STATUS or code >= 500:
         raise TransientError(

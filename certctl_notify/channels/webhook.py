@@ -11,7 +11,7 @@ from standardwebhooks import Webhook
 from certctl_notify.channels.base import Notification, Sent
 from certctl_notify.channels.http import OutboundHttp, classify
 from certctl_notify.config import Settings
-from certctl_notify.redact import safe_url
+from certctl_notify.redact import safe_url, url_secrets
 
 
 def payload(notification: Notification) -> dict:
@@ -45,7 +45,9 @@ class WebhookChannel:
         self._url = url
         self._signers = [Webhook(secret) for secret in secrets]
         self._secrets = secrets
-        self._headers = dict(headers)
+        # Lower-cased so a configured "Content-Type" or "Webhook-Id" is replaced by the protocol
+        # header set in `send` rather than sent beside it (two values break receivers' checks).
+        self._headers = {name.lower(): value for name, value in headers}
         self._http = http
         self._clock = clock
 
@@ -55,11 +57,12 @@ class WebhookChannel:
 
     def send(self, notification: Notification) -> Sent:
         body = json.dumps(payload(notification), separators=(",", ":"), ensure_ascii=False)
-        timestamp = self._clock().replace(microsecond=0)
+        # In UTC: the library signs the wall-clock digits as if they were UTC, the header uses the epoch.
+        timestamp = self._clock().astimezone(UTC).replace(microsecond=0)
         headers = {
+            "user-agent": "certctl-notify",
             **self._headers,
             "content-type": "application/json",
-            "user-agent": "certctl-notify",
             "webhook-id": notification.id,
             "webhook-timestamp": str(int(timestamp.timestamp())),
         }
@@ -67,7 +70,7 @@ class WebhookChannel:
             headers["webhook-signature"] = " ".join(
                 signer.sign(notification.id, timestamp, body) for signer in self._signers
             )
-        secrets = (self._url, *self._secrets)
+        secrets = (*url_secrets(self._url), *self._secrets, *self._headers.values())
         reply = self._http.post(self._url, content=body.encode(), headers=headers, secrets=secrets)
         classify(reply, peer=safe_url(self._url), secrets=secrets)
         return Sent(status_code=reply.status_code)

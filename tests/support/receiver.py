@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -84,6 +85,12 @@ class Receiver:
         with self._lock:
             self._scripts[key] = [a if isinstance(a, Answer) else Answer(status=a) for a in answers]
 
+    def reset(self) -> None:
+        """Forget requests and scripts, so one receiver can serve several tests."""
+        with self._lock:
+            self.requests.clear()
+            self._scripts.clear()
+
     def for_key(self, key: str) -> list[Received]:
         with self._lock:
             return [r for r in self.requests if r.key == key]
@@ -95,3 +102,69 @@ class Receiver:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class RawPeer:
+    """A TCP peer that runs ``handle(conn)`` on each accepted connection (in its own thread), for
+    answers the scripted `Receiver` cannot give: an endless body, silence, a trickle, raw headers.
+
+    ``accept=False`` listens but never accepts: the handshake completes in the backlog and the
+    request is never answered (a hung peer). ``connections`` counts the connections accepted.
+    """
+
+    def __init__(self, handle=None, *, host: str = "127.0.0.1", accept: bool = True):
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._sock = socket.create_server((host, 0), family=family, backlog=16)
+        self.port = self._sock.getsockname()[1]
+        self.host = host
+        self.connections = 0
+        self._handle = handle
+        self._accept = accept
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def url(self, path: str = "/hook") -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}{path}"
+
+    def _serve(self) -> None:
+        while self._accept:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return  # stopped
+            self.connections += 1
+            threading.Thread(target=self._run, args=(conn,), daemon=True).start()
+
+    def _run(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                self._handle(conn)
+            except OSError:
+                pass  # the client went away, which is what several tests provoke
+
+    def start(self) -> RawPeer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._accept = False
+        self._sock.close()
+
+
+def read_request(conn: socket.socket) -> bytes:
+    """The raw request (head and Content-Length body) read from ``conn``."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return head + b"\r\n\r\n" + body
