@@ -102,7 +102,7 @@ def run_chunk(sessions: sessionmaker[Session], dispatcher: Dispatcher, job_id: s
                     store.finish_job(session, job_id, now=moment)
                     log.info("bulk requeue %s done", job_id)
                     return False
-                requeued = [i for i in ids if store.requeue(session, i, now=moment, unchanged_since=job.cutoff)]
+                requeued = store.requeue_many(session, ids, now=moment, unchanged_since=job.cutoff)
                 if store.advance_job(session, job_id, cursor=ids[-1], requeued=len(requeued),
                                      skipped=len(ids) - len(requeued), now=moment) is None:
                     raise _Cancelled

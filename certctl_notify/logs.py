@@ -59,3 +59,5 @@ def configure_logging(log_format: str = "text", level: str = "INFO") -> None:
     handler._certctl = True
     root.addHandler(handler)
     root.setLevel(level)
+    # httpx logs every request's full URL at INFO, and webhook URLs carry their tokens in the path.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

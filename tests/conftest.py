@@ -57,21 +57,51 @@ def sessions(engine):
     """A session factory on the test database, emptied before each test (workers in other processes
     commit for real, so an outer rolled-back transaction cannot isolate these tests)."""
     with engine.begin() as conn:
-        conn.execute(text("TRUNCATE notification_attempts, notification_events"))
+        conn.execute(text("TRUNCATE notification_attempts, notification_events, requeue_jobs, audit_log"))
     return make_sessions(engine)
 
 
-@pytest.fixture
-def broker_url():
-    url = f"{REDIS_BASE_URL}/{REDIS_DB}"
-    client = redis.Redis.from_url(url)
-    try:
-        client.flushdb()
-    except redis.ConnectionError as exc:
-        pytest.fail(f"Redis at {url} is not reachable ({exc}); start it (see .ci/run)")
-    yield url
+#: Key that marks a Redis db as taken by one test run (several runs may share this machine's Redis).
+_OWNER_KEY = "certctl-test:owner"
+
+
+@pytest.fixture(scope="session")
+def redis_db():
+    """A Redis db number no other concurrent test run is using (CERTCTL_TEST_REDIS_DB pins one)."""
+    candidates = [REDIS_DB] if "CERTCTL_TEST_REDIS_DB" in os.environ else [REDIS_DB, *range(1, 16)]
+    token = uuid.uuid4().hex
+    for db in candidates:
+        client = redis.Redis.from_url(f"{REDIS_BASE_URL}/{db}")
+        try:
+            if client.set(_OWNER_KEY, token, nx=True, ex=3600):
+                yield db
+                if client.get(_OWNER_KEY) == token.encode():
+                    client.delete(_OWNER_KEY)
+                return
+        except redis.ConnectionError as exc:
+            pytest.fail(f"Redis at {REDIS_BASE_URL} is not reachable ({exc}); start it (see .ci/run)")
+        finally:
+            client.close()
+    pytest.fail("every Redis db is taken by another test run")
+
+
+def lose_every_message(broker_url: str) -> None:
+    """What a Redis restart without persistence does to the broker: every queued, unacked and
+    scheduled message is gone (this run's db only; the db stays claimed by this run)."""
+    client = redis.Redis.from_url(broker_url)
+    owner = client.get(_OWNER_KEY)
     client.flushdb()
+    if owner:
+        client.set(_OWNER_KEY, owner, ex=3600)
     client.close()
+
+
+@pytest.fixture
+def broker_url(redis_db):
+    url = f"{REDIS_BASE_URL}/{redis_db}"
+    lose_every_message(url)
+    yield url
+    lose_every_message(url)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import logging
 from celery import Celery, Task
 from celery.exceptions import Reject
 
-from certctl_notify.bulk import run_chunk
+from certctl_notify.bulk import CHUNK_SECONDS, run_chunk
 from certctl_notify.client import enqueue_alert
 from certctl_notify.delivery import Attempt
 from certctl_notify.dispatch import BULK_REQUEUE_TASK, DELIVER_TASK, ENQUEUE_TASK, SWEEP_TASK, CeleryDispatcher
@@ -82,7 +82,9 @@ def register_tasks(app: Celery, runtime: Runtime) -> None:
     @app.task(name=BULK_REQUEUE_TASK, acks_late=True)
     def bulk_requeue(job_id: str) -> None:
         """One chunk (~5 s) of a bulk requeue job; publishes the next chunk while work remains."""
-        if run_chunk(runtime.sessions, dispatcher, job_id):
+        # half the time limit per chunk, so a chunk never meets the soft limit mid-batch
+        chunk = min(CHUNK_SECONDS, runtime.settings.worker.task_time_limit_seconds / 2)
+        if run_chunk(runtime.sessions, dispatcher, job_id, chunk_seconds=chunk):
             dispatcher.run_requeue_job(job_id)
 
     @app.task(name=SWEEP_TASK)

@@ -19,7 +19,7 @@ from certctl_notify.model import TRANSITIONS, Outcome, Status, attempts, events
 
 __all__ = [
     "insert_notification", "get_by_dedupe_key", "get", "list_attempts", "claim", "finish_attempt",
-    "mark_sent", "mark_failed", "mark_dead", "requeue", "mark_read", "count_by_status", "try_sweep_lock",
+    "mark_sent", "mark_failed", "mark_dead", "requeue", "requeue_many", "mark_read", "count_by_status", "try_sweep_lock",
     "due_for_redispatch", "mark_dispatched",
 ]
 
@@ -201,6 +201,20 @@ def requeue(
         retry_count=0, next_retry_at=None, last_error=None, lease_owner=None, lease_expires_at=None,
         dispatched_at=now, updated_at=now,
     )
+
+
+def requeue_many(session: Session, ids: Sequence[str], *, now: datetime, unchanged_since: datetime) -> list[str]:
+    """`requeue` for a batch of a bulk job, as one guarded statement; returns the ids it reset."""
+    sources, target = TRANSITIONS["requeue"]
+    stmt = (
+        update(events)
+        .where(events.c.id.in_(list(ids)), events.c.status.in_([s.value for s in sources]), _live_lease_absent(now),
+               events.c.updated_at <= unchanged_since)
+        .values(status=target.value, retry_count=0, next_retry_at=None, last_error=None, lease_owner=None,
+                lease_expires_at=None, dispatched_at=now, updated_at=now)
+        .returning(events.c.id)
+    )
+    return list(session.execute(stmt).scalars())
 
 
 def mark_read(session: Session, notification_id: str, *, now: datetime) -> Row | None:

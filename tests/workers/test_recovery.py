@@ -5,12 +5,11 @@ from __future__ import annotations
 import time
 
 import pytest
-import redis
 
 from certctl_notify import client, store
 from certctl_notify.dispatch import CeleryDispatcher
 from certctl_notify.producer import make_producer
-from tests.conftest import wait_for
+from tests.conftest import lose_every_message, wait_for
 from tests.support.receiver import Answer
 
 
@@ -31,7 +30,7 @@ def alert(key: str) -> dict:
             "certificate_id": key}
 
 
-def test_retry_lost_with_a_flushed_broker_is_redispatched_by_the_sweep(
+def test_retry_lost_with_the_broker_flushed_is_redispatched_by_the_sweep(
     sessions, receiver, make_env, start_worker, producer, broker_url
 ):
     # Given a first attempt that failed and a retry held by a worker for 2 s
@@ -43,7 +42,7 @@ def test_retry_lost_with_a_flushed_broker_is_redispatched_by_the_sweep(
     assert row.next_retry_at is not None
     # When the worker dies holding the retry and the broker loses every message
     first.kill()
-    redis.Redis.from_url(broker_url).flushall()
+    lose_every_message(broker_url)
     # Then a new worker with beat finds the overdue row in PostgreSQL and delivers it
     start_worker(env, beat=True)
     done = wait_for(lambda: (r := row_of(sessions, row.id)).status != "failed" and r, timeout=30,
@@ -58,7 +57,7 @@ def test_intake_whose_publish_was_lost_is_picked_up_by_the_sweep(
 ):
     # Given a pending row whose delivery message was lost before any worker saw it
     [result] = client.enqueue_alert(sessions, CeleryDispatcher(producer), alert("c-lost-intake"))
-    redis.Redis.from_url(broker_url).flushall()
+    lose_every_message(broker_url)
     # When a worker with beat starts
     start_worker(make_env(), beat=True)
     # Then the sweep publishes it again and it is delivered once
