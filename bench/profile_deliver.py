@@ -1,0 +1,315 @@
+#!/usr/bin/env python
+"""Where one delivery's time goes: the steps of the ``deliver`` task (claim, send, record) timed
+in-process, on the same services as ``bench/throughput.py`` (fresh PostgreSQL database, local receiver).
+
+    .venv/bin/python bench/profile_deliver.py --count 1000
+
+No Celery here: it calls ``workers.runtime.Runtime(settings).delivery`` exactly as the task body
+does, counts SQL statements, transactions, pool check-outs and pre-pings per delivery, prints
+wall and CPU time per step, then a cProfile of the same loop summed by package. ``--no-pre-ping``
+repeats the measurement with ``pool_pre_ping=False`` (an experiment; production code is untouched).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import statistics
+import sys
+import time
+import uuid
+from collections import Counter, defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.throughput import PG_ADMIN_URL, WEBHOOK_SECRET, Receiver, alert_fields  # noqa: E402
+
+
+class NoPublish:
+    """Intake without a broker: rows are committed as pending and delivered by this script."""
+
+    def dispatch(self, notification_id: str, attempt: int) -> None:
+        pass
+
+
+class CoreSessions:
+    """Experiment: ``sessions.begin()`` yielding a Core ``Connection`` (no ORM Session) — the store
+    functions used by delivery only call ``.execute``, so they run unchanged on it."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def begin(self):
+        return self.engine.begin()
+
+
+CLAIM_FUSED = """
+WITH c AS (
+    UPDATE notification_events
+       SET lease_owner = :token, lease_expires_at = :lease_until, updated_at = :now
+     WHERE id = :id AND status IN ('pending', 'failed') AND retry_count = :failures
+       AND (lease_expires_at IS NULL OR lease_expires_at < :now)
+ RETURNING *
+), a AS (
+    INSERT INTO notification_attempts (notification_id, attempt, started_at, worker, task_id)
+    SELECT id, :attempt, :now, :worker, :task_id FROM c
+ RETURNING id AS attempt_id
+)
+SELECT c.*, a.attempt_id FROM c, a
+"""
+
+RECORD_SENT_FUSED = """
+WITH s AS (
+    UPDATE notification_events
+       SET status = 'sent', sent_at = :now, next_retry_at = NULL, last_error = NULL,
+           lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
+     WHERE id = :id AND status IN ('pending', 'failed') AND lease_owner = :token
+ RETURNING id
+), f AS (
+    UPDATE notification_attempts
+       SET finished_at = :now, outcome = 'sent', status_code = :code,
+           duration_ms = GREATEST(0, (EXTRACT(EPOCH FROM (:now - started_at)) * 1000)::int)
+     WHERE id = :attempt_id AND finished_at IS NULL
+ RETURNING id
+)
+SELECT count(*) FROM s
+"""
+
+
+def fused_delivery(engine, base):
+    """Experiment: claim = 1 statement (UPDATE … RETURNING + INSERT in one CTE), record = 1 statement
+    (both UPDATEs in one CTE, the attempt row addressed by the id the claim returned), Core
+    connections. Same guards as certctl_notify.store; written here only to measure the gain."""
+    from datetime import timedelta
+
+    from sqlalchemy import text
+
+    from certctl_notify.delivery import Delivery
+
+    claim_sql, record_sql = text(CLAIM_FUSED), text(RECORD_SENT_FUSED)
+
+    class Fused(Delivery):
+        def claim(self, attempt):
+            now = self.now()
+            with self.sessions.begin() as conn:
+                return conn.execute(claim_sql, {
+                    "id": attempt.notification_id, "token": attempt.token, "now": now,
+                    "lease_until": now + timedelta(seconds=self.lease_seconds),
+                    "failures": attempt.number - 1,
+                    "attempt": attempt.number, "worker": attempt.worker, "task_id": attempt.task_id,
+                }).first()
+
+        def record_sent(self, row, attempt, sent):
+            with self.sessions.begin() as conn:
+                applied = conn.execute(record_sql, {
+                    "id": attempt.notification_id, "token": attempt.token, "now": self.now(),
+                    "code": sent.status_code, "attempt_id": row.attempt_id,
+                }).scalar_one()
+            return applied == 1
+
+    return Fused(CoreSessions(engine), base.channels, base.policy, lease_seconds=base.lease_seconds)
+
+
+def instrument(engine) -> Counter:
+    from sqlalchemy import event
+
+    counts: Counter = Counter()
+    event.listen(engine, "before_cursor_execute", lambda *a, **k: counts.update(["statements"]))
+    event.listen(engine, "commit", lambda *a: counts.update(["commits"]))
+    event.listen(engine, "rollback", lambda *a: counts.update(["rollbacks"]))
+    event.listen(engine.pool, "checkout", lambda *a: counts.update(["checkouts"]))
+    ping = engine.dialect.do_ping
+
+    def counted_ping(dbapi_connection):
+        counts.update(["pre_pings"])
+        return ping(dbapi_connection)
+
+    engine.dialect.do_ping = counted_ping
+    return counts
+
+
+def pg_backend_cpu(dbname: str) -> float:
+    """CPU seconds so far of the PostgreSQL backends serving ``dbname`` (this script's connections)."""
+    import psutil
+
+    total = 0.0
+    for p in psutil.process_iter(["name", "cmdline"]):
+        cmdline = " ".join(p.info["cmdline"] or []) + " "
+        if p.info["name"] in ("postgres", "postmaster") and f" {dbname} " in cmdline:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                pass
+    return total
+
+
+DBNAME = ""
+
+
+def measure(delivery, ids, counts: Counter, label: str) -> dict:
+    from certctl_notify.delivery import Attempt
+
+    pg_before = pg_backend_cpu(DBNAME)
+    wall = defaultdict(list)
+    cpu = defaultdict(float)
+    counts.clear()
+    for notification_id in ids:
+        attempt = Attempt(notification_id, 1, uuid.uuid4().hex, "profile")
+        c0, t0 = time.process_time(), time.perf_counter()
+        row = delivery.claim(attempt)
+        c1, t1 = time.process_time(), time.perf_counter()
+        sent = delivery.send(row, attempt)
+        c2, t2 = time.process_time(), time.perf_counter()
+        assert delivery.record_sent(row, attempt, sent)
+        c3, t3 = time.process_time(), time.perf_counter()
+        for step, (a, b, ca, cb) in {"claim": (t0, t1, c0, c1), "send": (t1, t2, c1, c2),
+                                     "record": (t2, t3, c2, c3)}.items():
+            wall[step].append((b - a) * 1000)
+            cpu[step] += (cb - ca) * 1000
+    n = len(ids)
+    print(f"\n{label}: {n} deliveries, one at a time")
+    print(f"  {'step':<8}{'wall p50':>10}{'wall mean':>11}{'CPU mean':>10}   (ms)")
+    for step in ("claim", "send", "record"):
+        print(f"  {step:<8}{statistics.median(wall[step]):>10.2f}{statistics.fmean(wall[step]):>11.2f}"
+              f"{cpu[step] / n:>10.2f}")
+    total_wall = sum(statistics.fmean(v) for v in wall.values())
+    total_cpu = sum(cpu.values()) / n
+    print(f"  {'total':<8}{'':>10}{total_wall:>11.2f}{total_cpu:>10.2f}   "
+          f"→ {1000 / total_wall:,.0f}/s per process if nothing else ran")
+    pg_ms = 1000 * (pg_backend_cpu(DBNAME) - pg_before) / n
+    print(f"  PostgreSQL backend CPU: {pg_ms:.2f} ms per delivery")
+    print("  per delivery: " + ", ".join(f"{k} {v / n:.2f}" for k, v in sorted(counts.items())))
+    return {"wall_ms": total_wall, "cpu_ms": total_cpu, **{k: v / n for k, v in counts.items()}}
+
+
+def by_package(profile: cProfile.Profile, n: int) -> None:
+    stats = pstats.Stats(profile)
+    totals: Counter = Counter()
+    for (filename, _line, _func), (_cc, _nc, tottime, _ct, _callers) in stats.stats.items():
+        path = filename.replace("\\", "/")
+        if "site-packages/" in path:
+            package = path.split("site-packages/", 1)[1].split("/", 1)[0].removesuffix(".py")
+        elif "/work/main/" in path:
+            package = "/".join(path.split("/work/main/", 1)[1].split("/")[:2]).removesuffix(".py")
+        elif path.startswith("~") or path.startswith("<"):
+            package = "builtins (C: sockets, json, hashing …)"
+        else:
+            package = "stdlib: " + Path(path).stem
+        totals[package] += tottime
+    grand = sum(totals.values())
+    print("\ncProfile, own time summed by package (ms per delivery; profiler overhead inflates all; "
+          f"total {1000 * grand / n:.2f}):")
+    for package, seconds in totals.most_common(18):
+        print(f"  {1000 * seconds / n:7.3f}  {seconds / grand:5.1%}  {package}")
+    print("\ncProfile, top functions by cumulative time:")
+    stats.sort_stats("cumulative").print_stats(28)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--no-pre-ping", "--experiments", action="store_true", dest="no_pre_ping",
+                        help="also measure: no pre-ping, Core connections, one statement per step")
+    args = parser.parse_args(argv)
+
+    from sqlalchemy import create_engine, text
+
+    from certctl_notify.client import enqueue_alert
+    from certctl_notify.config import load_settings
+    from certctl_notify.db import make_engine, make_sessions
+    from certctl_notify.delivery import Delivery
+    from certctl_notify.migrate import upgrade
+    from workers.runtime import Runtime
+
+    global DBNAME
+    dbname = DBNAME = f"certctl_bench_{uuid.uuid4().hex[:10]}"
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{dbname}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{dbname}"'))
+    receiver = None
+    engines = []
+    try:
+        upgrade(url)
+        receiver = Receiver()
+        settings = load_settings({
+            "CERTCTL_DATABASE_URL": url, "CERTCTL_BROKER_URL": "redis://127.0.0.1:6379/12",
+            "CERTCTL_WEBHOOK_URL": receiver.url, "CERTCTL_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "CERTCTL_OUTBOUND_ALLOW": "127.0.0.1/32", "CERTCTL_LOG_LEVEL": "WARNING",
+        })
+        runtime = Runtime(settings)
+        delivery = runtime.delivery
+        engines.append(runtime._engine)
+        counts = instrument(runtime._engine)
+
+        runs = 3 + (3 if args.no_pre_ping else 0)
+        total = args.count * runs + 20
+        t0 = time.perf_counter()
+        ids = []
+        for i in range(total):
+            ids += [r.row.id for r in enqueue_alert(runtime.sessions, NoPublish(), alert_fields("bench", i))]
+        intake = time.perf_counter() - t0
+        print(f"intake without publishing: {1000 * intake / total:.2f} ms per enqueue_alert "
+              f"({total / intake:,.0f}/s, one process)")
+        counts.clear()
+        enqueue_alert(runtime.sessions, NoPublish(), alert_fields("probe", 0))
+        print("  per enqueue_alert: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+
+        measure(delivery, ids[:20], counts, "warm-up")
+        chunks = [ids[20 + k * args.count: 20 + (k + 1) * args.count] for k in range(runs)]
+        measure(delivery, chunks[0], counts, "production settings (pool_pre_ping=True)")
+        if args.no_pre_ping:
+            engine = make_engine(url, pool_pre_ping=False)
+            engines.append(engine)
+            experiment = Delivery(make_sessions(engine), delivery.channels, delivery.policy,
+                                  lease_seconds=settings.worker.lease_seconds)
+            counts2 = instrument(engine)
+            measure(experiment, chunks[1][:20], counts2, "warm-up")
+            measure(experiment, chunks[1][20:], counts2, "experiment: pool_pre_ping=False")
+
+            core = Delivery(CoreSessions(engine), delivery.channels, delivery.policy,
+                            lease_seconds=settings.worker.lease_seconds)
+            measure(core, chunks[2][:20], counts2, "warm-up")
+            measure(core, chunks[2][20:], counts2,
+                    "experiment: no pre-ping + Core connection instead of ORM Session")
+
+            fused = fused_delivery(engine, delivery)
+            measure(fused, chunks[3][:20], counts2, "warm-up")
+            measure(fused, chunks[3][20:], counts2,
+                    "experiment: no pre-ping + Core + one statement per step (claim CTE, record CTE)")
+            with engine.connect() as conn:
+                check = conn.execute(text(
+                    "SELECT count(*) FILTER"
+                    " (WHERE e.status = 'sent' AND a.outcome = 'sent' AND a.duration_ms >= 0)"
+                    " FROM notification_events e JOIN notification_attempts a ON a.notification_id = e.id"
+                    " WHERE e.id = ANY(:ids)"), {"ids": chunks[3]}).scalar_one()
+            print(f"  (fused experiment sanity check: {check}/{len(chunks[3])} rows sent "
+                  "with a closed attempt)")
+
+
+        pool = delivery.channels["Webhook"]._http._client._transport._pool
+        print(f"\nhttpx: {len(pool.connections)} pooled connection(s) after all deliveries "
+              "(the client is reused)")
+        profile = cProfile.Profile()
+        profile.enable()
+        measure(delivery, chunks[-1], counts, "under cProfile")
+        profile.disable()
+        by_package(profile, len(chunks[-1]))
+    finally:
+        if receiver is not None:
+            receiver.stop()
+        for engine in engines:
+            engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)'))
+        admin.dispose()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

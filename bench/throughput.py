@@ -1,0 +1,691 @@
+#!/usr/bin/env python
+"""Throughput of notification delivery against the Celery floor, on real local services.
+
+    .venv/bin/python bench/throughput.py --count 5000 [--concurrency 2]
+
+Phase A pushes ``--count`` webhook alerts through intake (``enqueue_alert``: commit the row, then
+publish) into a real ``celery -A workers.app worker --pool prefork`` that delivers them to a local
+HTTP receiver, and times first enqueue → every row ``sent``. Phase B pushes as many no-op tasks
+(``bench/noop_app.py``: the same ``celery_config``, same broker, same pool and concurrency) and
+times first publish → all counted. The ratio of the two rates says how much of the Celery floor a
+real delivery (claim, send, record in PostgreSQL) keeps; the target is 0.5.
+
+Everything runs on 127.0.0.1 in a throw-away PostgreSQL database ``certctl_bench_<random>`` and
+Redis db 12; both are removed at the end, and every wait has a timeout (plus an overall alarm).
+The last line printed is one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import http.client
+import json
+import multiprocessing as mp
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+#: Every service the benchmark talks to is on the loopback interface; nothing here is configurable
+#: to point elsewhere.
+PG_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+REDIS_URL = "redis://127.0.0.1:6379/12"
+#: How often completion is polled, in seconds.
+POLL_SECONDS = 0.2
+#: notifications/s ÷ no-op tasks/s we aim for.
+TARGET_RATIO = 0.5
+#: A Standard Webhooks secret, so deliveries are signed as in production.
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"certctl-bench-webhook-secret-01").decode()
+
+
+class BenchError(RuntimeError):
+    """The run cannot produce a figure (a worker died, a wait timed out, rows went dead …)."""
+
+
+class OverallTimeout(BaseException):
+    """Raised by SIGALRM when the whole run exceeds ``--max-seconds``; cleanup still runs."""
+
+
+# --- the HTTP receiver (own process, so the bench's enqueue loop cannot starve it of the GIL) ---
+
+
+def _serve_receiver(port_pipe, counter, stop) -> None:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive: the workers' httpx clients reuse connections
+
+        def do_POST(self):
+            length = int(self.headers.get("content-length") or 0)
+            if length:
+                self.rfile.read(length)
+            # One pre-built write: no Date/Server header formatting, answer at once with 200.
+            self.wfile.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok")
+            with counter.get_lock():
+                counter.value += 1
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port_pipe.send(server.server_address[1])
+    stop.wait()
+    server.shutdown()
+    server.server_close()
+
+
+class Receiver:
+    def __init__(self):
+        ctx = mp.get_context("spawn")
+        self.counter = ctx.Value("q", 0)
+        self._stop = ctx.Event()
+        parent, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_serve_receiver, args=(child, self.counter, self._stop), daemon=True)
+        self.proc.start()
+        if not parent.poll(20):
+            self.stop()
+            raise BenchError("HTTP receiver did not start within 20 s")
+        self.port = parent.recv()
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+
+    @property
+    def requests(self) -> int:
+        return self.counter.value
+
+    def probe(self, seconds: float = 1.5, clients: int = 2) -> float:
+        """Requests/s the receiver answers for ``clients`` keep-alive clients in this process (a lower
+        bound on its capacity: the clients share this process's GIL)."""
+        counts: list[int] = []
+        body = b'{"type":"probe"}'
+
+        def run():
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+            n, end = 0, time.monotonic() + seconds
+            while time.monotonic() < end:
+                conn.request("POST", "/probe", body=body, headers={"content-type": "application/json"})
+                response = conn.getresponse()
+                response.read()
+                n += 1
+            conn.close()
+            counts.append(n)
+
+        threads = [threading.Thread(target=run, daemon=True) for _ in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(seconds + 10)
+        return sum(counts) / seconds
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.proc.join(10)
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(5)
+
+
+# --- workers ------------------------------------------------------------------------------------
+
+
+class Worker:
+    """``python -m celery -A <app> worker --pool prefork --concurrency N`` configured by environment."""
+
+    def __init__(self, app: str, env: dict, concurrency: int, log_path: Path):
+        self.log_path = log_path
+        self.env = env
+        self.args = [
+            sys.executable, "-m", "celery", "-A", app, "worker", "--pool", "prefork",
+            "--concurrency", str(concurrency), "--loglevel", "WARNING",
+            "--without-gossip", "--without-mingle",
+            "--hostname", f"bench-{os.getpid()}-{app.replace('.', '_')}@%h",
+        ]
+        self.proc: subprocess.Popen | None = None
+        self._log = None
+
+    def start(self) -> Worker:
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            self.args, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+        return self
+
+    def check_alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise BenchError(f"worker {self.args[4]} exited with {self.proc.returncode}:\n{self.log_tail()}")
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+
+    def processes(self):
+        import psutil
+
+        if self.proc is None or self.proc.poll() is not None:
+            return []
+        try:
+            main = psutil.Process(self.proc.pid)
+            return [main, *main.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def stop(self, timeout: float = 30) -> None:
+        """Warm shutdown (SIGTERM); SIGKILL this worker's own processes if it does not exit in time."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                for process in self.processes()[1:]:
+                    process.kill()
+                self.proc.kill()
+                self.proc.wait(10)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+# --- measuring ----------------------------------------------------------------------------------
+
+
+def wait_until(
+    predicate, timeout: float, what: str, worker: Worker | None = None, interval: float = POLL_SECONDS
+):
+    """Poll ``predicate`` until truthy; returns (value, monotonic time it was seen)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        seen = time.monotonic()
+        if value:
+            return value, seen
+        if worker is not None:
+            worker.check_alive()
+        if seen >= deadline:
+            raise BenchError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)
+
+
+class CpuMeter:
+    """CPU seconds of the processes involved, per component, between two snapshots."""
+
+    def __init__(self, *, worker: Worker, receiver: Receiver, dbname: str):
+        self.worker, self.receiver, self.dbname = worker, receiver, dbname
+
+    def _groups(self) -> dict[str, list]:
+        import psutil
+
+        worker = self.worker.processes()
+        groups: dict[str, list] = {"worker (main)": worker[:1], "worker (pool)": worker[1:],
+                                   "bench (producer)": [psutil.Process()],
+                                   "receiver": [psutil.Process(self.receiver.proc.pid)],
+                                   "postgres (bench db)": [], "postgres (shared)": [], "redis": []}
+        for p in psutil.process_iter(["name", "cmdline"]):
+            name, cmdline = p.info["name"] or "", " ".join(p.info["cmdline"] or [])
+            if name in ("postgres", "postmaster"):
+                ours = f" {self.dbname} " in f"{cmdline} "
+                groups["postgres (bench db)" if ours else "postgres (shared)"].append(p)
+            elif name.startswith("redis-server"):
+                groups["redis"].append(p)
+        return groups
+
+    def snapshot(self) -> dict:
+        import psutil
+
+        per_pid: dict[str, dict[int, float]] = {}
+        for group, processes in self._groups().items():
+            per_pid[group] = {}
+            for p in processes:
+                try:
+                    t = p.cpu_times()
+                    per_pid[group][p.pid] = t.user + t.system
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    pass
+        total = psutil.cpu_times()
+        busy = sum(total) - total.idle - getattr(total, "iowait", 0.0)
+        return {"groups": per_pid, "system_busy": busy, "at": time.monotonic()}
+
+    @staticmethod
+    def diff(before: dict, after: dict) -> dict[str, float]:
+        out = {}
+        for group, pids in after["groups"].items():
+            start = before["groups"].get(group, {})
+            out[group] = sum(max(0.0, v - start.get(pid, 0.0)) for pid, v in pids.items())
+        out["all processes (system)"] = after["system_busy"] - before["system_busy"]
+        return out
+
+
+def worker_cpu(result: dict) -> float:
+    return result["cpu_s"]["worker (main)"] + result["cpu_s"]["worker (pool)"]
+
+
+def pg_stats(engine, dbname: str) -> dict:
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        row = conn.execute(text(
+            "SELECT xact_commit, xact_rollback, tup_inserted, tup_updated, tup_returned, tup_fetched"
+            " FROM pg_stat_database WHERE datname = :d"), {"d": dbname}).mappings().first()
+    return dict(row)
+
+
+# --- the benchmark ------------------------------------------------------------------------------
+
+
+def alert_fields(tag: str, i: int) -> dict:
+    return {
+        "type": "ExpirationWarning",
+        "channel": "Webhook",
+        "message": f"certificate {tag}-{i} (www{i}.example.test) expires in 7 days",
+        "certificate_id": f"{tag}-{i}",
+        "severity": "warning",
+    }
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.dbname = f"certctl_bench_{uuid.uuid4().hex[:10]}"
+        self.database_url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{self.dbname}"
+        self.tmp = Path(tempfile.mkdtemp(prefix="certctl-bench-"))
+        self.admin = None
+        self.redis = None
+        self.receiver: Receiver | None = None
+        self.workers: list[Worker] = []
+        self.engines: list = []
+        self.db_created = False
+        self.failed = False
+        self.results: dict = {}
+
+    # -- set-up / tear-down --
+
+    def setup(self) -> None:
+        import redis
+        from sqlalchemy import create_engine, text
+
+        from certctl_notify.migrate import upgrade
+
+        self.redis = redis.Redis.from_url(REDIS_URL, socket_timeout=10)
+        self.redis.flushdb()
+        self.admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with self.admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{self.dbname}"'))
+        self.db_created = True
+        upgrade(self.database_url)
+        self.receiver = Receiver()
+
+    def cleanup(self) -> None:
+        steps = [
+            ("stop workers", lambda: [w.stop() for w in self.workers]),
+            ("stop receiver", lambda: self.receiver and self.receiver.stop()),
+            ("dispose engines", lambda: [e.dispose() for e in self.engines]),
+            ("flush redis db 12", lambda: self.redis and (self.redis.flushdb(), self.redis.close())),
+            ("drop database", self._drop_database),
+        ]
+        for name, step in steps:
+            try:
+                step()
+            except Exception as exc:  # keep cleaning up; say what was left behind
+                print(f"cleanup: {name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if self.failed or self.args.keep_logs:
+            print(f"worker logs kept in {self.tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def _drop_database(self) -> None:
+        from sqlalchemy import text
+
+        if self.admin is not None and self.db_created:
+            with self.admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)'))
+            self.admin.dispose()
+
+    def env(self) -> dict:
+        """The production environment, pointed at the bench's services (no other CERTCTL_* leaks in)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CERTCTL_")}
+        env.update({
+            "CERTCTL_DATABASE_URL": self.database_url,
+            "CERTCTL_BROKER_URL": REDIS_URL,
+            "CERTCTL_WEBHOOK_URL": self.receiver.url,
+            "CERTCTL_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "CERTCTL_OUTBOUND_ALLOW": "127.0.0.1/32",
+            "CERTCTL_LOG_LEVEL": self.args.log_level,
+            "CERTCTL_DATA_DIR": str(self.tmp / "data"),
+            "CERTCTL_WORKER_CONCURRENCY": str(self.args.concurrency),
+        })
+        return env
+
+    def start_worker(self, app: str, env: dict) -> Worker:
+        worker = Worker(app, env, self.args.concurrency, self.tmp / f"{app}.log").start()
+        self.workers.append(worker)
+        return worker
+
+    # -- phases --
+
+    def wait_for_quiet(self, label: str, meter: CpuMeter) -> None:
+        """Wait (at most ``--quiet-wait`` s) until processes outside the benchmark use < 0.15 cores,
+        so another job on a small machine does not decide the figure; say so if it never got quiet."""
+        deadline = time.monotonic() + self.args.quiet_wait
+        while True:
+            before = meter.snapshot()
+            time.sleep(1.0)
+            cpu = CpuMeter.diff(before, meter.snapshot())
+            elapsed = time.monotonic() - before["at"]
+            system = cpu.pop("all processes (system)")
+            other = (system - sum(cpu.values())) / elapsed
+            if other < 0.15:
+                return
+            if time.monotonic() >= deadline:
+                print(f"  note: {other:.2f} cores busy outside the benchmark before {label}; "
+                      "measuring anyway", flush=True)
+                return
+
+    def _timed_run(self, label: str, produce, progress, worker: Worker, meter: CpuMeter) -> dict:
+        """Run ``produce(i)`` for each item in a thread while polling ``progress()`` until it reaches
+        ``count``; returns timings and CPU use."""
+        count = self.args.count
+        state: dict = {"done_at": None, "error": None}
+        stop = threading.Event()
+
+        def producer():
+            try:
+                for i in range(count):
+                    if stop.is_set():
+                        return
+                    produce(i)
+                state["done_at"] = time.monotonic()
+            except BaseException as exc:  # reported by the main thread
+                state["error"] = exc
+
+        self.wait_for_quiet(label, meter)
+        receiver_before = self.receiver.requests
+        cpu_before = meter.snapshot()
+        started = time.monotonic()
+        thread = threading.Thread(target=producer, name=f"{label}-producer", daemon=True)
+        thread.start()
+
+        def finished():
+            if state["error"] is not None:
+                error = state["error"]
+                raise BenchError(f"{label}: producing failed: {type(error).__name__}: {error}")
+            return progress() >= count
+
+        try:
+            _, finished_at = wait_until(finished, self.args.timeout, f"{label}: {count} completions", worker)
+        finally:
+            stop.set()
+            thread.join(30)
+        cpu = CpuMeter.diff(cpu_before, meter.snapshot())
+        elapsed = finished_at - started
+        ours = sum(v for k, v in cpu.items() if k != "all processes (system)")
+        produce_elapsed = (state["done_at"] or finished_at) - started
+        return {
+            "elapsed_s": elapsed,
+            "rate_per_s": count / elapsed,
+            "produce_elapsed_s": produce_elapsed,
+            "produce_rate_per_s": count / produce_elapsed,
+            "receiver_requests": self.receiver.requests - receiver_before,
+            "cpu_s": cpu,
+            "other_cores": (cpu["all processes (system)"] - ours) / elapsed,
+        }
+
+    def phase_a(self) -> dict:
+        from sqlalchemy import text
+
+        from certctl_notify.client import enqueue_alert
+        from certctl_notify.config import load_settings
+        from certctl_notify.db import make_engine, make_sessions
+        from certctl_notify.dispatch import CeleryDispatcher
+        from certctl_notify.producer import make_producer
+
+        env = self.env()
+        settings = load_settings(env)
+        engine = make_engine(settings.database_url)
+        self.engines.append(engine)
+        sessions = make_sessions(engine)
+        dispatcher = CeleryDispatcher(make_producer(settings.broker_url))
+        worker = self.start_worker("workers.app", env)
+
+        def count(status_sql: str, tag: str = "bench") -> int:
+            with engine.connect() as conn:
+                return conn.execute(text(
+                    f"SELECT count(*) FROM notification_events"
+                    f" WHERE {status_sql} AND certificate_id LIKE :t"),
+                    {"t": f"{tag}-%"}).scalar_one()
+
+        def check_no_failures(tag: str):
+            bad = count("status IN ('failed', 'dead')", tag)
+            if bad:
+                with engine.connect() as conn:
+                    sample = conn.execute(text(
+                        "SELECT status, last_error FROM notification_events"
+                        " WHERE status IN ('failed', 'dead') LIMIT 1"
+                    )).first()
+                raise BenchError(f"{bad} notifications failed instead of being sent, e.g. {tuple(sample)}")
+
+        # Warm-up (also the readiness check): boot, first DB/HTTP connections of every pool process.
+        warm = self.args.warmup
+        for i in range(warm):
+            enqueue_alert(sessions, dispatcher, alert_fields("warmup", i))
+
+        def warmed():
+            check_no_failures("warmup")
+            return count("status = 'sent'", "warmup") >= warm
+
+        wait_until(warmed, self.args.start_timeout, "the delivery worker to deliver its warm-up alerts",
+                   worker)
+
+        meter = CpuMeter(worker=worker, receiver=self.receiver, dbname=self.dbname)
+        stats_before = pg_stats(self.admin, self.dbname)
+        polls = [0]
+
+        def progress():
+            polls[0] += 1
+            check_no_failures("bench")
+            return count("status = 'sent'")
+
+        result = self._timed_run(
+            "notifications",
+            lambda i: enqueue_alert(sessions, dispatcher, alert_fields("bench", i)),
+            progress, worker, meter,
+        )
+        worker.stop()
+        time.sleep(1.2)  # let PostgreSQL publish the exited backends' statistics
+        stats_after = pg_stats(self.admin, self.dbname)
+        result["pg"] = {k: stats_after[k] - stats_before[k] for k in stats_after}
+        result["polls"] = polls[0]
+        with engine.connect() as conn:
+            row = conn.execute(text(
+                "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms) AS attempt_p50,"
+                "       percentile_cont(0.95) WITHIN GROUP (ORDER BY a.duration_ms) AS attempt_p95,"
+                "       count(*) AS attempts"
+                "  FROM notification_attempts a JOIN notification_events e ON e.id = a.notification_id"
+                " WHERE e.certificate_id LIKE 'bench-%'")).mappings().first()
+            result["attempt_ms_p50"] = row["attempt_p50"]
+            result["attempt_ms_p95"] = row["attempt_p95"]
+            result["attempts"] = row["attempts"]
+        return result
+
+    def phase_b(self) -> dict:
+        from bench.noop_app import COUNTER_KEY, NOOP_TASK
+        from certctl_notify.dispatch import DELIVERY_QUEUE
+        from certctl_notify.producer import make_producer
+
+        env = self.env()
+        producer = make_producer(REDIS_URL)
+        worker = self.start_worker("bench.noop_app", env)
+
+        def done() -> int:
+            return int(self.redis.get(COUNTER_KEY) or 0)
+
+        def publish(_i):
+            # Same queue and publish call as CeleryDispatcher.dispatch (minus the args).
+            producer.send_task(NOOP_TASK, queue=DELIVERY_QUEUE)
+
+        warm = self.args.warmup
+        for i in range(warm):
+            publish(i)
+        wait_until(lambda: done() >= warm, self.args.start_timeout,
+                   "the no-op worker to run its warm-up tasks", worker)
+        self.redis.delete(COUNTER_KEY)
+
+        meter = CpuMeter(worker=worker, receiver=self.receiver, dbname=self.dbname)
+        result = self._timed_run("no-op tasks", publish, done, worker, meter)
+        worker.stop()
+        return result
+
+    # -- report --
+
+    def run(self) -> dict:
+        import celery
+        import sqlalchemy
+
+        self.setup()
+        probe = self.receiver.probe()
+        with self.admin.connect() as conn:
+            pg_version = conn.exec_driver_sql("SHOW server_version").scalar()
+        info = {
+            "cores": os.cpu_count(),
+            "concurrency": self.args.concurrency,
+            "count": self.args.count,
+            "python": platform.python_version(),
+            "celery": celery.__version__,
+            "sqlalchemy": sqlalchemy.__version__,
+            "postgresql": pg_version,
+            "redis": self.redis.info("server").get("redis_version"),
+            "log_level": self.args.log_level,
+        }
+        print(f"environment: {info['cores']} cores, concurrency {info['concurrency']}, "
+              f"count {info['count']}, "
+              f"python {info['python']}, celery {info['celery']}, PostgreSQL {info['postgresql']}, "
+              f"Redis {info['redis']}, worker log level {info['log_level']}", flush=True)
+        print(f"receiver: {self.receiver.url}, answers ≥ {probe:,.0f} req/s "
+              "(probe: 2 keep-alive clients)", flush=True)
+
+        print("phase A: notifications (enqueue_alert → workers.app deliver → receiver) …", flush=True)
+        a = self.phase_a()
+        observed = a["receiver_requests"] / a["elapsed_s"]
+        self._print_phase(a, "notifications", extra=(
+            f"  receiver       : {a['receiver_requests']} requests, {observed:,.0f} req/s "
+            f"({observed / probe:.0%} of probed capacity), "
+            f"CPU {a['cpu_s']['receiver'] / a['elapsed_s']:.0%} of a core",
+            f"  per attempt    : p50 {a['attempt_ms_p50']:.0f} ms, p95 {a['attempt_ms_p95']:.0f} ms "
+            f"(claim → recorded, as the row says), {a['attempts']} attempts for {self.args.count} rows",
+            f"  PostgreSQL     : {a['pg']['xact_commit'] / self.args.count:.1f} commits + "
+            f"{a['pg']['xact_rollback'] / self.args.count:.1f} rollbacks per notification "
+            f"(incl. intake; {a['polls']} progress polls), "
+            f"{a['pg']['tup_updated'] / self.args.count:.1f} rows updated, "
+            f"{a['pg']['tup_inserted'] / self.args.count:.1f} inserted",
+        ))
+        print("phase B: no-op tasks (send_task → bench.noop_app, same celery_config) …", flush=True)
+        b = self.phase_b()
+        self._print_phase(b, "no-op tasks")
+
+        ratio = a["rate_per_s"] / b["rate_per_s"]
+        print()
+        print(f"notifications/s      : {a['rate_per_s']:,.1f}   "
+              f"(enqueue alone {a['produce_rate_per_s']:,.1f}/s)")
+        print(f"no-op tasks/s        : {b['rate_per_s']:,.1f}   "
+              f"(publish alone {b['produce_rate_per_s']:,.1f}/s)")
+        print(f"ratio                : {ratio:.3f}   target {TARGET_RATIO} "
+              f"({'met' if ratio >= TARGET_RATIO else 'NOT met'})")
+        print(f"environment          : {info['cores']} cores, concurrency {info['concurrency']}, "
+              f"count {info['count']}")
+        figures = {
+            "notifications_per_s": round(a["rate_per_s"], 2),
+            "enqueue_per_s": round(a["produce_rate_per_s"], 2),
+            "noop_per_s": round(b["rate_per_s"], 2),
+            "noop_publish_per_s": round(b["produce_rate_per_s"], 2),
+            "ratio": round(ratio, 4),
+            "target_ratio": TARGET_RATIO,
+            "notifications_elapsed_s": round(a["elapsed_s"], 3),
+            "noop_elapsed_s": round(b["elapsed_s"], 3),
+            "receiver_capacity_per_s": round(probe, 1),
+            "receiver_observed_per_s": round(a["receiver_requests"] / a["elapsed_s"], 1),
+            "worker_cpu_ms_per_notification": round(1000 * worker_cpu(a) / self.args.count, 3),
+            "worker_cpu_ms_per_noop": round(1000 * worker_cpu(b) / self.args.count, 3),
+            "other_load_cores_a": round(a["other_cores"], 2),
+            "other_load_cores_b": round(b["other_cores"], 2),
+            "attempt_ms_p50": a["attempt_ms_p50"],
+            "pg_commits_per_notification": round(a["pg"]["xact_commit"] / self.args.count, 3),
+            **info,
+        }
+        print(json.dumps(figures), flush=True)
+        return figures
+
+    def _print_phase(self, r: dict, what: str, extra=()) -> None:
+        n = self.args.count
+        print(f"  {what:<15}: {n} in {r['elapsed_s']:.2f} s = {r['rate_per_s']:,.1f}/s; "
+              f"producing alone {r['produce_elapsed_s']:.2f} s = {r['produce_rate_per_s']:,.1f}/s")
+        cpu = r["cpu_s"]
+        parts = ", ".join(f"{k} {1000 * v / n:.2f}" for k, v in cpu.items() if k != "all processes (system)")
+        ours = sum(v for k, v in cpu.items() if k != "all processes (system)")
+        print(f"  CPU ms per item: {parts}; total {1000 * ours / n:.2f}")
+        other = (cpu["all processes (system)"] - ours) / r["elapsed_s"]
+        busy = cpu["all processes (system)"] / r["elapsed_s"]
+        print(f"  CPU busy       : {busy:.2f} of {os.cpu_count()} cores, "
+              f"{ours / r['elapsed_s']:.2f} in the processes above, {other:.2f} elsewhere"
+              + ("  (WARNING: other load on this machine skews the figures)" if other > 0.15 else ""))
+        for line in extra:
+            print(line)
+        sys.stdout.flush()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=5000, help="notifications, and no-op tasks, per phase")
+    parser.add_argument("--concurrency", type=int, default=2, help="prefork pool size of each worker")
+    parser.add_argument("--warmup", type=int, default=20, help="untimed items before each phase")
+    parser.add_argument("--log-level", default="WARNING", help="CERTCTL_LOG_LEVEL of the workers")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds each timed phase may take")
+    parser.add_argument("--start-timeout", type=float, default=60,
+                        help="seconds a worker may take to warm up")
+    parser.add_argument("--quiet-wait", type=float, default=60,
+                        help="seconds to wait for other load on the machine to stop before each phase")
+    parser.add_argument("--max-seconds", type=int, default=1800, help="hard limit for the whole run")
+    parser.add_argument("--keep-logs", action="store_true",
+                        help="keep the worker logs (kept anyway on failure)")
+    args = parser.parse_args(argv)
+    if args.count < 1 or args.concurrency < 1:
+        parser.error("--count and --concurrency must be at least 1")
+
+    def on_alarm(*_):
+        raise OverallTimeout(f"the run exceeded --max-seconds={args.max_seconds}")
+
+    def on_term(*_):
+        raise KeyboardInterrupt("SIGTERM")
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.signal(signal.SIGTERM, on_term)
+    signal.alarm(args.max_seconds)
+    bench = Bench(args)
+    try:
+        bench.run()
+        return 0
+    except (BenchError, OverallTimeout, KeyboardInterrupt) as exc:
+        bench.failed = True
+        print(f"benchmark failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        for worker in bench.workers:
+            if worker.proc is not None:
+                print(f"--- {worker.log_path.name} (tail) ---\n{worker.log_tail()}", file=sys.stderr)
+        return 1
+    except BaseException:
+        bench.failed = True
+        raise
+    finally:
+        signal.alarm(0)
+        bench.cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
