@@ -87,7 +87,8 @@ class Delivery:
         moment = self.now()
         with self.sessions.begin() as session:
             store.finish_attempt(session, attempt.notification_id, attempt=attempt.number, task_id=attempt.task_id,
-                                 now=moment, outcome=Outcome.SENT, status_code=sent.status_code)
+                                 now=moment, outcome=Outcome.SENT, status_code=sent.status_code,
+                                 attempt_id=row.attempt_id, started_at=row.updated_at)
             done = store.mark_sent(session, attempt.notification_id, token=attempt.token, now=moment)
         self._log(row, attempt, Outcome.SENT, applied=done is not None, code=sent.status_code)
         return done is not None
@@ -99,7 +100,7 @@ class Delivery:
         with self.sessions.begin() as session:
             store.finish_attempt(session, attempt.notification_id, attempt=attempt.number, task_id=attempt.task_id,
                                  now=moment, outcome=Outcome.RETRY, error_class="transient", error=str(exc),
-                                 status_code=exc.status_code)
+                                 status_code=exc.status_code, attempt_id=row.attempt_id, started_at=row.updated_at)
             done = store.mark_failed(session, attempt.notification_id, token=attempt.token, failures=attempt.number,
                                      next_retry_at=moment + timedelta(seconds=delay), error=str(exc), now=moment)
         self._log(row, attempt, Outcome.RETRY, applied=done is not None, code=exc.status_code,

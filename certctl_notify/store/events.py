@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import Row, func, or_, select, text, union_all, update
+from sqlalchemy import Row, func, literal, or_, select, text, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -91,15 +91,16 @@ def claim(
     worker: str,
     task_id: str | None,
 ) -> Row | None:
-    """Claim attempt ``attempt`` of a row and open its attempt record.
+    """Claim attempt ``attempt`` of a row and open its attempt record, in one round trip on PostgreSQL.
 
     Only a pending/failed row with exactly ``attempt - 1`` failures and no live lease can be claimed,
     so a duplicated or stale message (or the sweep racing the broker's retry) finds nothing to do.
 
     Returns:
-        The claimed row, or None when the message has nothing to deliver.
+        The claimed row plus ``attempt_id`` (its open attempt record), or None when the message has
+        nothing to deliver.
     """
-    stmt = (
+    claimed = (
         update(events)
         .where(
             events.c.id == notification_id,
@@ -110,14 +111,34 @@ def claim(
         .values(lease_owner=token, lease_expires_at=now + timedelta(seconds=lease_seconds), updated_at=now)
         .returning(*events.c)
     )
-    row = session.execute(stmt).first()
-    if row is not None:
-        session.execute(
-            attempts.insert().values(
-                notification_id=notification_id, attempt=attempt, started_at=now, worker=worker, task_id=task_id
-            )
+    opened = {"attempt": attempt, "started_at": now, "worker": worker, "task_id": task_id}
+    if session.get_bind().dialect.name != "postgresql":  # SQLite has no data-modifying CTEs
+        row = session.execute(claimed).first()
+        if row is None:
+            return None
+        attempt_id = session.execute(
+            attempts.insert().values(notification_id=notification_id, **opened).returning(attempts.c.id)
+        ).scalar_one()
+        return _with_attempt_id(row, attempt_id)
+    claimed_cte = claimed.cte("claimed")
+    opened_cte = (
+        attempts.insert()
+        .from_select(
+            ["notification_id", *opened],
+            select(claimed_cte.c.id, *(literal(v, attempts.c[k].type) for k, v in opened.items())),
         )
-    return row
+        .returning(attempts.c.id.label("attempt_id"), attempts.c.notification_id)
+        .cte("opened")
+    )
+    joined = claimed_cte.join(opened_cte, opened_cte.c.notification_id == claimed_cte.c.id)
+    return session.execute(select(claimed_cte, opened_cte.c.attempt_id).select_from(joined)).first()
+
+
+def _with_attempt_id(row: Row, attempt_id: int):
+    from collections import namedtuple
+
+    fields = (*row._fields, "attempt_id")
+    return namedtuple("ClaimedRow", fields)(*row, attempt_id)
 
 
 def finish_attempt(
@@ -131,27 +152,33 @@ def finish_attempt(
     error_class: str | None = None,
     error: str | None = None,
     status_code: int | None = None,
+    attempt_id: int | None = None,
+    started_at: datetime | None = None,
 ) -> None:
-    """Close the open attempt record of ``attempt`` with its outcome."""
-    open_row = select(attempts.c.id, attempts.c.started_at).where(
-        attempts.c.notification_id == notification_id,
-        attempts.c.attempt == attempt,
-        attempts.c.task_id == task_id,
-        attempts.c.finished_at.is_(None),
-    ).order_by(attempts.c.id.desc()).limit(1)
-    found = session.execute(open_row).first()
-    if found is None:
-        return
+    """Close the open attempt record of ``attempt`` with its outcome: by ``attempt_id`` when the
+    caller holds the claim, else found by notification, attempt number and task id."""
+    if attempt_id is None:
+        found = session.execute(
+            select(attempts.c.id, attempts.c.started_at).where(
+                attempts.c.notification_id == notification_id,
+                attempts.c.attempt == attempt,
+                attempts.c.task_id == task_id,
+                attempts.c.finished_at.is_(None),
+            ).order_by(attempts.c.id.desc()).limit(1)
+        ).first()
+        if found is None:
+            return
+        attempt_id, started_at = found
     session.execute(
         update(attempts)
-        .where(attempts.c.id == found.id)
+        .where(attempts.c.id == attempt_id)
         .values(
             finished_at=now,
             outcome=outcome.value,
             error_class=error_class,
             error=_cap(error),
             status_code=status_code,
-            duration_ms=max(0, int((now - found.started_at).total_seconds() * 1000)),
+            duration_ms=max(0, int((now - started_at).total_seconds() * 1000)) if started_at else None,
         )
     )
 
