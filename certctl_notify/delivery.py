@@ -93,8 +93,9 @@ class Delivery:
         self._log(row, attempt, Outcome.SENT, applied=done is not None, code=sent.status_code)
         return done is not None
 
-    def record_retry(self, row: Row, attempt: Attempt, exc: TransientError) -> float:
-        """Write the failure and its next step in one transaction; returns the countdown in seconds."""
+    def record_retry(self, row: Row, attempt: Attempt, exc: TransientError) -> float | None:
+        """Write the failure and its next step in one transaction; returns the countdown in seconds,
+        or None when the claim was lost (the execution that owns the row now schedules the retry)."""
         delay = self.policy.delay_for(attempt.number, exc.retry_after)
         moment = self.now()
         with self.sessions.begin() as session:
@@ -105,7 +106,7 @@ class Delivery:
                                      next_retry_at=moment + timedelta(seconds=delay), error=str(exc), now=moment)
         self._log(row, attempt, Outcome.RETRY, applied=done is not None, code=exc.status_code,
                   error=str(exc), delay=delay)
-        return delay
+        return delay if done is not None else None
 
     def record_dead(self, notification_id: str, attempt: Attempt, exc: DeliveryError) -> Row | None:
         """The dead letter: budget spent or a permanent error. Returns the dead row, or None when the

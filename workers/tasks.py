@@ -61,6 +61,8 @@ def register_tasks(app: Celery, runtime: Runtime) -> None:
             if policy.exhausted(current.number):
                 raise  # on_failure writes the dead row
             delay = delivery.record_retry(row, current, exc)
+            if delay is None:
+                return "superseded"
             # Celery's autoretry_for would cast a sub-second base to 1 s and cannot honour
             # Retry-After, so the countdown comes from our RetryPolicy; the retry machinery is Celery's.
             raise self.retry(args=[notification_id, current.number + 1], kwargs={}, countdown=delay, exc=exc)
