@@ -42,7 +42,8 @@ class DemoReceiver:
                 with lock:
                     hits[key] = hits.get(key, 0) + 1
                     count = hits[key]
-                status = {"demo-down": 503, "demo-gone": 410}.get(key, 503 if key == "demo-flaky" and count <= 2 else 200)
+                flaky = key == "demo-flaky" and count <= 2
+                status = {"demo-down": 503, "demo-gone": 410}.get(key, 503 if flaky else 200)
                 self.send_response(status)
                 self.send_header("content-length", "0")
                 self.end_headers()

@@ -7,10 +7,11 @@ from datetime import UTC, datetime
 from flask import request
 
 from api.errors import ApiError
-from certctl_notify.model import AlertType, Channel, Status
 
 #: Largest page the list endpoints serve.
 MAX_PER_PAGE = 500
+#: Largest page number: keeps ``(page - 1) * per_page`` inside PostgreSQL's bigint OFFSET.
+MAX_PAGE = 1_000_000_000
 
 
 def integer(name: str, default: int, *, minimum: int, maximum: int | None = None) -> int:
@@ -28,7 +29,8 @@ def integer(name: str, default: int, *, minimum: int, maximum: int | None = None
 
 
 def page() -> tuple[int, int]:
-    return integer("page", 1, minimum=1), integer("per_page", 50, minimum=1, maximum=MAX_PER_PAGE)
+    return (integer("page", 1, minimum=1, maximum=MAX_PAGE),
+            integer("per_page", 50, minimum=1, maximum=MAX_PER_PAGE))
 
 
 def choice(name: str, value, enum_cls, *, status: int = 400) -> str | None:
@@ -47,20 +49,26 @@ def timestamp(name: str, value, *, status: int = 400) -> datetime | None:
         return None
     try:
         parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
+        # in UTC: PostgreSQL refuses offsets beyond ±15:59 that Python accepts (up to ±23:59)
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):
         raise ApiError(status, "bad_parameter" if status == 400 else "invalid_field",
                        f"{name} must be an ISO 8601 timestamp") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def text(name: str, value, *, limit: int = 500, status: int = 400) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or len(value) > limit:
+    if not isinstance(value, str) or len(value) > limit or "\x00" in value:
         raise ApiError(status, "bad_parameter" if status == 400 else "invalid_field",
-                       f"{name} must be a string of at most {limit} characters")
+                       f"{name} must be a string of at most {limit} characters, without NUL")
     return value
 
 
-def enums():
-    return {"status": Status, "channel": Channel, "type": AlertType}
+def no_nul_in_path(endpoint, values) -> None:
+    """URL value preprocessor: an id with a NUL cannot exist (and PostgreSQL cannot compare it), so 404."""
+    for name, value in (values or {}).items():
+        if isinstance(value, str) and "\x00" in value:
+            raise ApiError(404, "not_found", f"nothing has that {name}: it contains a NUL character")
+
+

@@ -91,6 +91,8 @@ def _text(data: Mapping[str, Any], name: str, limit: int, *, required: bool = Fa
         raise ValidationError(f"{name} must not be empty", field=name)
     if len(value) > limit:
         raise ValidationError(f"{name} is longer than {limit} characters", field=name)
+    if "\x00" in value:  # PostgreSQL text cannot store NUL; refuse it here rather than fail at INSERT
+        raise ValidationError(f"{name} contains a NUL character", field=name)
     return value
 
 

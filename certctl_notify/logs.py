@@ -8,7 +8,7 @@ import logging
 import sys
 from datetime import UTC, datetime
 
-_context: contextvars.ContextVar[dict] = contextvars.ContextVar("certctl_log_context", default={})
+_context: contextvars.ContextVar[dict | None] = contextvars.ContextVar("certctl_log_context", default=None)
 
 #: Attributes every LogRecord has; anything else passed through ``extra=`` goes into JSON lines.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
@@ -16,7 +16,7 @@ _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 def bind(**values) -> None:
     """Attach values (task_id, notification_id) to every log line of the current task."""
-    _context.set({**_context.get(), **values})
+    _context.set({**(_context.get() or {}), **values})
 
 
 def clear() -> None:
@@ -25,7 +25,7 @@ def clear() -> None:
 
 class _ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        for key, value in _context.get().items():
+        for key, value in (_context.get() or {}).items():
             if not hasattr(record, key):
                 setattr(record, key, value)
         return True

@@ -13,9 +13,9 @@ from contextlib import contextmanager, nullcontext
 from alembic import context
 from sqlalchemy import Connection, pool, text
 
+from certctl_notify import model_ops  # noqa: F401  (registers the operator tables on Base.metadata)
 from certctl_notify.db import make_engine
 from certctl_notify.migrate import MIGRATION_LOCK_KEY
-from certctl_notify import model_ops  # noqa: F401  (registers the operator tables on Base.metadata)
 from certctl_notify.model import Base
 
 #: Longest wait for a table lock during DDL, so a long query blocks a migration briefly, not the app.

@@ -54,7 +54,9 @@ def filter_clauses(f: NotificationFilter) -> list:
     return clauses
 
 
-def list_notifications(session: Session, f: NotificationFilter, *, page: int, per_page: int) -> tuple[int, Sequence[Row]]:
+def list_notifications(
+    session: Session, f: NotificationFilter, *, page: int, per_page: int
+) -> tuple[int, Sequence[Row]]:
     """(true filtered total, one page) in the stable order ``created_at DESC, id DESC``."""
     where = filter_clauses(f)
     total = session.execute(select(func.count()).select_from(events).where(*where)).scalar_one()

@@ -30,6 +30,7 @@ def test_defaults_fill_subject_and_severity():
         ({"channel": "Email", "recipient": "not-an-address"}, "recipient"),
         ({"colour": "red"}, "colour"),
         ({"certificate_id": 7}, "certificate_id"),
+        ({"message": "nul\x00byte"}, "message"),
     ],
 )
 def test_bad_fields_are_named(change, field):
@@ -43,7 +44,8 @@ def test_bad_fields_are_named(change, field):
 def test_channel_and_channels_are_exclusive_and_channels_deduplicate():
     with pytest.raises(ValidationError):
         parse_alert({**GOOD, "channels": ["Slack"]})
-    alert = parse_alert({k: v for k, v in GOOD.items() if k != "channel"} | {"channels": ["Webhook", "Slack", "Webhook"]})
+    without_channel = {k: v for k, v in GOOD.items() if k != "channel"}
+    alert = parse_alert(without_channel | {"channels": ["Webhook", "Slack", "Webhook"]})
     assert [c.value for c in alert.channels] == ["Webhook", "Slack"]
 
 

@@ -50,7 +50,7 @@ def test_sweep_republishes_lost_work_and_leaves_everything_else(sessions, dispat
     # Given rows in every situation
     overdue = add(sessions, "failed", age=timedelta(minutes=30), retry_count=2,
                   next_retry_at=NOW - timedelta(minutes=10))
-    stale = add(sessions, "pending", age=timedelta(minutes=10))
+    stale = add(sessions, "pending", age=timedelta(minutes=9))
     abandoned = add(sessions, "failed", age=timedelta(minutes=30), retry_count=1,
                     next_retry_at=NOW - timedelta(minutes=20), lease_owner="t:2",
                     lease_expires_at=NOW - timedelta(minutes=1))
