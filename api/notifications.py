@@ -13,6 +13,7 @@ from certctl_notify.model import AlertType, Channel, Status, utcnow
 from certctl_notify.store.reads import NotificationFilter
 
 bp = Blueprint("notifications", __name__, url_prefix="/api/v1/notifications")
+bp.url_value_preprocessor(params.no_nul_in_path)
 
 
 def deps():
@@ -59,7 +60,7 @@ def list_notifications():
     with deps().sessions.begin() as session:
         total, rows = store.list_notifications(session, f, page=page, per_page=per_page)
     return jsonify(data=[serialize.notification(r, max_attempts=_max_attempts()) for r in rows], total=total,
-                   page=page, per_page=per_page, as_of=as_of.isoformat())
+                   page=page, per_page=per_page, as_of=as_of.isoformat().replace("+00:00", "Z"))
 
 
 @bp.post("")
@@ -121,7 +122,8 @@ def requeue(notification_id: str):
     Request: ``POST /api/v1/notifications/notif_1f…/requeue``
     Response 200: ``{"status": "requeued", "id": "notif_1f…"}``; 404 unknown id; 409 wrong state.
     """
-    _not_found_or_conflict(client.requeue, deps().sessions, deps().dispatcher, notification_id, actor=actor())
+    _not_found_or_conflict(client.requeue, deps().sessions, deps().dispatcher, notification_id, actor=actor(),
+                           metrics=deps().metrics)
     return jsonify(status="requeued", id=notification_id)
 
 

@@ -14,6 +14,7 @@ from certctl_notify.model import AlertType, Channel, utcnow
 from certctl_notify.store.reads import NotificationFilter
 
 bp = Blueprint("requeue_jobs", __name__, url_prefix="/api/v1")
+bp.url_value_preprocessor(params.no_nul_in_path)
 
 #: Most ids one bulk requeue may name explicitly.
 MAX_IDS = 1000
@@ -29,7 +30,7 @@ def _filter(body: dict) -> NotificationFilter:
     if not isinstance(statuses, list) or not statuses or any(s not in ("dead", "failed") for s in statuses):
         raise ApiError(422, "invalid_field", "status must be 'dead', 'failed' or a list of them")
     ids = body.get("ids", [])
-    if not isinstance(ids, list) or len(ids) > MAX_IDS or not all(isinstance(i, str) for i in ids):
+    if not isinstance(ids, list) or len(ids) > MAX_IDS or not all(isinstance(i, str) and "\x00" not in i for i in ids):
         raise ApiError(422, "invalid_field", f"ids must be a list of at most {MAX_IDS} notification ids")
     if not isinstance(body.get("dry_run", False), bool):
         raise ApiError(422, "invalid_field", "dry_run must be true or false")
