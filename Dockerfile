@@ -6,6 +6,6 @@ COPY certctl_notify ./certctl_notify
 COPY workers ./workers
 COPY api ./api
 COPY migrations ./migrations
-RUN pip install --no-cache-dir . && useradd --system --home /app certctl && mkdir -p /app/var && chown certctl /app/var
+RUN pip install --no-cache-dir . && useradd --system --home /app certctl && mkdir -p /app/var/metrics && chown -R certctl /app/var
 USER certctl
 ENV CERTCTL_DATA_DIR=/app/var

@@ -10,6 +10,7 @@ from flask import Flask
 from certctl_notify.config import Settings, load_settings
 from certctl_notify.db import make_engine, make_sessions
 from certctl_notify.dispatch import CeleryDispatcher, Dispatcher
+from certctl_notify.metrics import for_process, scrape_registry
 from certctl_notify.producer import make_producer
 
 #: Largest request body accepted, in bytes (larger → 413).
@@ -23,6 +24,8 @@ class Deps:
     sessions: object
     producer: object
     dispatcher: Dispatcher
+    metrics: object = None  #: this process's counters (`certctl_notify.metrics.Metrics`)
+    scrape: object = None  #: the registry ``GET /metrics`` renders
 
 
 def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | None = None) -> Flask:
@@ -34,16 +37,26 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     app.config["CERTCTL"] = settings
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     producer = make_producer(settings.broker_url)
+    sessions = make_sessions(make_engine(settings.database_url))
+    metrics = for_process(settings.metrics_dir, "api")
     app.extensions["certctl"] = Deps(
-        sessions=make_sessions(make_engine(settings.database_url)),
+        sessions=sessions,
         producer=producer,
         dispatcher=dispatcher or CeleryDispatcher(producer),
+        metrics=metrics,
+        scrape=scrape_registry(sessions, settings.broker_url, metrics, settings.metrics_dir),
     )
     errors.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(notifications.bp)
     app.register_blueprint(requeue_jobs.bp)
     app.register_blueprint(stats.bp)
+    from api import metrics as metrics_view
+    app.register_blueprint(metrics_view.bp)
+    from api import workers
+    app.register_blueprint(workers.bp)
+    from api import openapi
+    app.register_blueprint(openapi.bp)
     if not settings.api.auth_enabled:
         log.warning("CERTCTL_AUTH_TYPE=none: the API accepts every request without a key (local use only)")
     elif not settings.api.keys:

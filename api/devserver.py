@@ -40,6 +40,9 @@ def run_dev(*, demo: bool, port: int | None) -> int:
         env.setdefault("CERTCTL_AUTH_TYPE", "none")  # a local try-out; production sets keys
     try:
         settings = load_settings(env)
+        if settings.metrics_dir is None:  # one /metrics for the API and its worker: they share this directory
+            env["CERTCTL_METRICS_DIR"] = str(settings.data_dir / "metrics")
+            settings = load_settings(env)
     except ConfigError as exc:
         click.echo(f"certctl-notify: {exc}", err=True)
         return 2

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from certctl_notify import store
 from certctl_notify.dispatch import Dispatcher, dispatch_quietly
+from certctl_notify.metrics import NO_METRICS, Recorder
 from certctl_notify.model import utcnow
 from certctl_notify.store.reads import NotificationFilter
 
@@ -83,7 +84,7 @@ def start(sessions: sessionmaker[Session], dispatcher: Dispatcher, f: Notificati
 
 def run_chunk(sessions: sessionmaker[Session], dispatcher: Dispatcher, job_id: str, *,
               chunk_seconds: float = CHUNK_SECONDS, now: Callable[[], datetime] = utcnow,
-              sleep: Callable[[float], None] = time.sleep) -> bool:
+              sleep: Callable[[float], None] = time.sleep, metrics: Recorder = NO_METRICS) -> bool:
     """Work on a job for about ``chunk_seconds``; True when it has more to do."""
     with sessions.begin() as session:
         job = store.get_job(session, job_id)
@@ -109,6 +110,7 @@ def run_chunk(sessions: sessionmaker[Session], dispatcher: Dispatcher, job_id: s
         except _Cancelled:  # cancelled meanwhile: this batch is rolled back, nothing more is requeued
             log.info("bulk requeue %s cancelled", job_id)
             return False
+        metrics.requeued("bulk", len(requeued))
         for notification_id in requeued:
             dispatch_quietly(dispatcher, notification_id, 1)
         cursor = ids[-1]

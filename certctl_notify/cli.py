@@ -254,3 +254,55 @@ def test_channel(channel: str, recipient: str, wait: float) -> None:
             raise click.ClickException(f"{row.status}{hint}: {row.last_error}")
         time.sleep(0.2)
     raise click.ClickException(f"no outcome within {wait:g}s: is a worker running? (`certctl-notify worker`)")
+
+
+@main.command()
+@_api_options
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+def workers(url, key, as_json: bool) -> None:
+    """Workers, their active/reserved/scheduled tasks and the queue depths (exit 1 when unavailable)."""
+    view = _call(_api(url, key).get, "/api/v1/workers")
+    click.echo(json.dumps(view, indent=2) if as_json else _workers_table(view))
+    if view["status"] != "ok":
+        sys.exit(1)
+
+
+def _workers_table(view: dict) -> str:
+    def shown(value) -> str:
+        return "?" if value is None else str(value)
+
+    lines = [] if view["workers"] else [f"workers unavailable: {view['reason']}"]
+    if view["workers"]:
+        lines.append(f"{'WORKER':<40} {'POOL':<12} {'PROCESSED':>9} {'ACTIVE':>6} {'RESERVED':>8} {'SCHEDULED':>9}")
+    for w in view["workers"]:
+        pool = f"{shown(w['pool']['kind'])}/{shown(w['pool']['size'])}"
+        active = None if w["active"] is None else len(w["active"])
+        lines.append(f"{w['name']:<40} {pool:<12} {w['processed']:>9} {shown(active):>6} "
+                     f"{shown(w['reserved']):>8} {shown(w['scheduled']):>9}")
+        for task in w["active"] or ():
+            what = (f"{task['notification_id']} attempt {task['attempt']}" if task["notification_id"]
+                    else shown(task["task"]))
+            lines.append(f"  running {what} for {shown(task['runtime_seconds'])} s (pid {shown(task['worker_pid'])})")
+    if view["queues"] is not None:
+        lines.append("queues: " + ", ".join(f"{name} {n}" for name, n in view["queues"].items()))
+    return "\n".join(lines)
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option("--port", type=int, help="Port (default CERTCTL_FLOWER_PORT or 5555).")
+@click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
+def flower(port: int | None, flower_args: tuple[str, ...]) -> None:
+    """Run Flower, the Celery monitor, on our broker (extra arguments go to ``celery flower``)."""
+    from certctl_notify.config import child_environment
+
+    settings = _settings()
+    args = [sys.executable, "-m", "celery", "-A", "workers.app", "flower",
+            f"--port={port or settings.monitor.flower_port}", "--purge_offline_workers=120"]
+    overrides = {}
+    if settings.monitor.flower_basic_auth:
+        # Flower reads its own FLOWER_BASIC_AUTH; passed that way the password stays out of `ps`.
+        overrides["FLOWER_BASIC_AUTH"] = ",".join(settings.monitor.flower_basic_auth)
+    else:
+        args.append("--address=127.0.0.1")
+        click.echo("no CERTCTL_FLOWER_BASIC_AUTH: Flower listens on 127.0.0.1 only, without a password", err=True)
+    os.execve(sys.executable, args + list(flower_args), child_environment(overrides))

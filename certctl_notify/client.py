@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from certctl_notify import store
 from certctl_notify.alerts import parse_alert
 from certctl_notify.dispatch import Dispatcher, dispatch_quietly
+from certctl_notify.metrics import NO_METRICS, Recorder
 from certctl_notify.model import TRANSITIONS, utcnow
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,7 @@ def requeue(
     *,
     actor: Actor | None = None,
     now: Callable[[], datetime] = utcnow,
+    metrics: Recorder = NO_METRICS,
 ) -> Row:
     """Reset a dead or failed row to pending (budget restored) and dispatch it at once.
 
@@ -117,6 +119,7 @@ def requeue(
             raise WrongState(f"notification {notification_id} has an attempt in progress; try again shortly")
         raise WrongState(f"notification {notification_id} is {current.status}; only {sources} rows can be requeued")
     log.info("requeued %s (%s) by %s", notification_id, row.channel, actor.name if actor else "operator")
+    metrics.requeued("single")
     dispatch_quietly(dispatcher, notification_id, 1)
     return row
 

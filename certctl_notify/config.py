@@ -183,6 +183,13 @@ class ApiSettings:
 
 
 @dataclass(frozen=True)
+class MonitorSettings:
+    inspect_timeout_seconds: float = 1.0  #: wait for workers' replies in the Workers view
+    flower_port: int = 5555  #: where `certctl-notify flower` listens
+    flower_basic_auth: tuple[str, ...] = field(default=(), repr=False)  #: user:password entries for Flower
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str
     broker_url: str
@@ -198,8 +205,10 @@ class Settings:
     pagerduty: PagerDutySettings = PagerDutySettings()
     opsgenie: OpsGenieSettings = OpsGenieSettings()
     api: ApiSettings = ApiSettings()
+    monitor: MonitorSettings = MonitorSettings()
     log_format: str = "text"  #: "text" or "json"
     log_level: str = "INFO"
+    metrics_dir: Path | None = None  #: where API and worker processes keep counters; None = in-process only
 
     @property
     def embedded(self) -> bool:
@@ -334,6 +343,19 @@ def _api_keys(value: str, name: str) -> tuple[ApiKey, ...]:
     return tuple(keys)
 
 
+def _monitor(get) -> MonitorSettings:
+    entries = tuple(e.strip() for e in (get("CERTCTL_FLOWER_BASIC_AUTH", "") or "").split(",") if e.strip())
+    if any(not user or not password for user, _, password in (e.partition(":") for e in entries)):
+        raise ConfigError("CERTCTL_FLOWER_BASIC_AUTH: entries are user:password, comma-separated")
+    timeout = parse_duration(get("CERTCTL_INSPECT_TIMEOUT", "1s"), "CERTCTL_INSPECT_TIMEOUT")
+    if not 0 < timeout <= 30:
+        raise ConfigError("CERTCTL_INSPECT_TIMEOUT must be more than 0 and at most 30s")
+    port = parse_int(get("CERTCTL_FLOWER_PORT", "5555"), "CERTCTL_FLOWER_PORT", minimum=1)
+    if port > 65535:
+        raise ConfigError("CERTCTL_FLOWER_PORT must be at most 65535")
+    return MonitorSettings(inspect_timeout_seconds=timeout, flower_port=port, flower_basic_auth=entries)
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every ``CERTCTL_*`` variable.
 
@@ -414,8 +436,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         webhook=webhook,
         **_channels(get),
         api=api,
+        monitor=_monitor(get),
         log_format=log_format,
         log_level=get("CERTCTL_LOG_LEVEL", "INFO").upper(),
+        metrics_dir=Path(metrics_dir) if (metrics_dir := get("CERTCTL_METRICS_DIR")) else None,
     )
 
 

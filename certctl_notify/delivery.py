@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from certctl_notify import store
 from certctl_notify.channels.base import Channel, Notification, Sent, UnconfiguredChannel
 from certctl_notify.errors import DeliveryError, PermanentError, TransientError
+from certctl_notify.metrics import NO_METRICS, Recorder
 from certctl_notify.model import Outcome, utcnow
 from certctl_notify.retry import RetryPolicy
 
@@ -51,8 +52,10 @@ class Delivery:
         *,
         lease_seconds: float,
         now: Callable[[], datetime] = utcnow,
+        metrics: Recorder = NO_METRICS,
     ):
         self.sessions = sessions
+        self.metrics = metrics
         self.channels = channels
         self.policy = policy
         self.lease_seconds = lease_seconds
@@ -86,10 +89,12 @@ class Delivery:
     def record_sent(self, row: Row, attempt: Attempt, sent: Sent) -> bool:
         moment = self.now()
         with self.sessions.begin() as session:
-            store.finish_attempt(session, attempt.notification_id, attempt=attempt.number, task_id=attempt.task_id,
-                                 now=moment, outcome=Outcome.SENT, status_code=sent.status_code,
-                                 attempt_id=row.attempt_id, started_at=row.updated_at)
+            seconds = store.finish_attempt(
+                session, attempt.notification_id, attempt=attempt.number, task_id=attempt.task_id, now=moment,
+                outcome=Outcome.SENT, status_code=sent.status_code, attempt_id=row.attempt_id,
+                started_at=row.updated_at)
             done = store.mark_sent(session, attempt.notification_id, token=attempt.token, now=moment)
+        self.metrics.attempt(done, Outcome.SENT, seconds)
         self._log(row, attempt, Outcome.SENT, applied=done is not None, code=sent.status_code)
         return done is not None
 
@@ -99,11 +104,13 @@ class Delivery:
         delay = self.policy.delay_for(attempt.number, exc.retry_after)
         moment = self.now()
         with self.sessions.begin() as session:
-            store.finish_attempt(session, attempt.notification_id, attempt=attempt.number, task_id=attempt.task_id,
-                                 now=moment, outcome=Outcome.RETRY, error_class="transient", error=str(exc),
-                                 status_code=exc.status_code, attempt_id=row.attempt_id, started_at=row.updated_at)
+            seconds = store.finish_attempt(
+                session, attempt.notification_id, attempt=attempt.number, task_id=attempt.task_id, now=moment,
+                outcome=Outcome.RETRY, error_class="transient", error=str(exc), status_code=exc.status_code,
+                attempt_id=row.attempt_id, started_at=row.updated_at)
             done = store.mark_failed(session, attempt.notification_id, token=attempt.token, failures=attempt.number,
                                      next_retry_at=moment + timedelta(seconds=delay), error=str(exc), now=moment)
+        self.metrics.attempt(done, Outcome.RETRY, seconds)
         self._log(row, attempt, Outcome.RETRY, applied=done is not None, code=exc.status_code,
                   error=str(exc), delay=delay)
         return delay if done is not None else None
@@ -114,11 +121,12 @@ class Delivery:
         error_class = "permanent" if isinstance(exc, PermanentError) else "transient"
         moment = self.now()
         with self.sessions.begin() as session:
-            store.finish_attempt(session, notification_id, attempt=attempt.number, task_id=attempt.task_id,
-                                 now=moment, outcome=Outcome.DEAD, error_class=error_class, error=str(exc),
-                                 status_code=exc.status_code)
+            seconds = store.finish_attempt(session, notification_id, attempt=attempt.number, task_id=attempt.task_id,
+                                           now=moment, outcome=Outcome.DEAD, error_class=error_class, error=str(exc),
+                                           status_code=exc.status_code)
             row = store.mark_dead(session, notification_id, token=attempt.token, failures=attempt.number,
                                   error=str(exc), now=moment)
+        self.metrics.attempt(row, Outcome.DEAD, seconds, error=exc)
         if row is not None:
             self._log(row, attempt, Outcome.DEAD, applied=True, code=exc.status_code, error=str(exc))
         else:

@@ -50,3 +50,7 @@ class TransientError(DeliveryError):
 
 class PermanentError(DeliveryError):
     """Raised when retrying cannot help (bad request, auth, unconfigured channel); the row goes dead."""
+
+
+class ChannelNotConfigured(PermanentError):
+    """Raised when a channel's settings are missing; the row goes dead at once, naming the variable to set."""

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from certctl_notify import store
 from certctl_notify.config import SweepSettings
 from certctl_notify.dispatch import Dispatcher, dispatch_quietly
+from certctl_notify.metrics import NO_METRICS, Recorder
 from certctl_notify.model import utcnow
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ def sweep_once(
     settings: SweepSettings,
     *,
     now: Callable[[], datetime] = utcnow,
+    metrics: Recorder = NO_METRICS,
 ) -> SweepReport:
     """Re-dispatch up to ``batch_size`` rows the broker should have delivered by now.
 
@@ -71,6 +73,7 @@ def sweep_once(
             reasons[_reason(row, moment)] += 1
         else:
             failures += 1
+    metrics.redispatched(reasons)
     if rows:
         log.info("sweep re-dispatched %d rows %s (%d publish failures)", sum(reasons.values()), dict(reasons), failures)
     return SweepReport(redispatched=dict(reasons), publish_failures=failures)

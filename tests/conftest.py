@@ -121,6 +121,7 @@ COMPRESSED = {
     "CERTCTL_TASK_TIME_LIMIT": "5s",
     "CERTCTL_CLAIM_LEASE": "6s",
     "CERTCTL_HTTP_TIMEOUT": "3s",
+    "CERTCTL_INSPECT_TIMEOUT": "300ms",  # GET /api/v1/workers with no worker waits this long
     "CERTCTL_OUTBOUND_ALLOW": "127.0.0.1/32",
     "CERTCTL_WEBHOOK_SECRET": "whsec_" + "dGVzdC1zZWNyZXQtZm9yLXdlYmhvb2tzLTEyMzQ1Ng==",
     "CERTCTL_API_KEYS": "ops:admin-key:admin,viewer:read-key:read",

@@ -8,6 +8,7 @@ from certctl_notify.channels import build_channels
 from certctl_notify.config import Settings
 from certctl_notify.db import make_engine, make_sessions
 from certctl_notify.delivery import Delivery
+from certctl_notify.metrics import Metrics
 from certctl_notify.retry import RetryPolicy
 
 
@@ -21,6 +22,14 @@ class Runtime:
         self._engine = None
         self._sessions = None
         self._delivery = None
+        self._metrics = None
+
+    @property
+    def metrics(self) -> Metrics:
+        """This process's counters, created on first use (in a pool process, after the fork)."""
+        if self._metrics is None:
+            self._metrics = Metrics()
+        return self._metrics
 
     @property
     def sessions(self):
@@ -34,7 +43,7 @@ class Runtime:
         if self._delivery is None:
             self._delivery = Delivery(
                 self.sessions, build_channels(self.settings), self.policy,
-                lease_seconds=self.settings.worker.lease_seconds,
+                lease_seconds=self.settings.worker.lease_seconds, metrics=self.metrics,
             )
         return self._delivery
 

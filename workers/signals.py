@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import logging
+
 from celery import signals
 
-from certctl_notify import logs
+from certctl_notify import logs, metrics
 from certctl_notify.config import Settings
 from workers.runtime import Runtime
 
+log = logging.getLogger("certctl_notify.worker")
+
 
 def connect(runtime: Runtime, settings: Settings) -> None:
+    def on_worker_init(**_):
+        # In the main process, before the pool forks: every pool process writes its counters under
+        # this worker's directory, emptied of the previous run's files.
+        if settings.metrics_dir is not None:
+            metrics.enable_multiprocess(settings.metrics_dir, "worker", clean=True)
+        else:
+            log.warning("CERTCTL_METRICS_DIR is not set: this worker's counters reach no /metrics scrape")
+
+    def on_process_shutdown(pid=None, **_):
+        if settings.metrics_dir is not None:
+            metrics.mark_process_dead(settings.metrics_dir, "worker", pid)
+
     def on_process_init(**_):
         runtime.after_fork()
 
@@ -26,6 +42,8 @@ def connect(runtime: Runtime, settings: Settings) -> None:
         logs.configure_logging(settings.log_format, settings.log_level)
 
     # weak=False: these closures live only as long as the signal holds them.
+    signals.worker_init.connect(on_worker_init, weak=False)
+    signals.worker_process_shutdown.connect(on_process_shutdown, weak=False)
     signals.worker_process_init.connect(on_process_init, weak=False)
     signals.task_prerun.connect(on_prerun, weak=False)
     signals.task_postrun.connect(on_postrun, weak=False)

@@ -86,10 +86,10 @@ def register_tasks(app: Celery, runtime: Runtime) -> None:
         """One chunk (~5 s) of a bulk requeue job; publishes the next chunk while work remains."""
         # half the time limit per chunk, so a chunk never meets the soft limit mid-batch
         chunk = min(CHUNK_SECONDS, runtime.settings.worker.task_time_limit_seconds / 2)
-        if run_chunk(runtime.sessions, dispatcher, job_id, chunk_seconds=chunk):
+        if run_chunk(runtime.sessions, dispatcher, job_id, chunk_seconds=chunk, metrics=runtime.metrics):
             dispatcher.run_requeue_job(job_id)
 
     @app.task(name=SWEEP_TASK)
     def sweep() -> int:
         """One sweep tick (beat runs it every CERTCTL_NOTIFICATION_RETRY_INTERVAL)."""
-        return sweep_once(runtime.sessions, dispatcher, runtime.settings.sweep).total
+        return sweep_once(runtime.sessions, dispatcher, runtime.settings.sweep, metrics=runtime.metrics).total

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-from certctl_notify.errors import PermanentError
+from certctl_notify.errors import ChannelNotConfigured
 
 
 @dataclass(frozen=True)
@@ -59,4 +59,4 @@ class UnconfiguredChannel:
         self.variable = variable
 
     def send(self, notification: Notification) -> Sent:
-        raise PermanentError(f"channel {self.name} is not configured (set {self.variable})")
+        raise ChannelNotConfigured(f"channel {self.name} is not configured (set {self.variable})")

@@ -19,8 +19,8 @@ from certctl_notify.model import TRANSITIONS, Outcome, Status, attempts, events
 
 __all__ = [
     "insert_notification", "get_by_dedupe_key", "get", "list_attempts", "claim", "finish_attempt",
-    "mark_sent", "mark_failed", "mark_dead", "requeue", "requeue_many", "mark_read", "count_by_status", "try_sweep_lock",
-    "due_for_redispatch", "mark_dispatched",
+    "mark_sent", "mark_failed", "mark_dead", "requeue", "requeue_many", "mark_read", "count_by_status",
+    "try_sweep_lock", "due_for_redispatch", "mark_dispatched",
 ]
 
 #: Key of the PostgreSQL advisory lock that keeps two sweeps from running at once.
@@ -154,9 +154,13 @@ def finish_attempt(
     status_code: int | None = None,
     attempt_id: int | None = None,
     started_at: datetime | None = None,
-) -> None:
+) -> float | None:
     """Close the open attempt record of ``attempt`` with its outcome: by ``attempt_id`` when the
-    caller holds the claim, else found by notification, attempt number and task id."""
+    caller holds the claim, else found by notification, attempt number and task id.
+
+    Returns:
+        The attempt's duration in seconds, or None when no open record was found.
+    """
     if attempt_id is None:
         found = session.execute(
             select(attempts.c.id, attempts.c.started_at).where(
@@ -167,8 +171,9 @@ def finish_attempt(
             ).order_by(attempts.c.id.desc()).limit(1)
         ).first()
         if found is None:
-            return
+            return None
         attempt_id, started_at = found
+    seconds = max(0.0, (now - started_at).total_seconds()) if started_at else None
     session.execute(
         update(attempts)
         .where(attempts.c.id == attempt_id)
@@ -178,9 +183,10 @@ def finish_attempt(
             error_class=error_class,
             error=_cap(error),
             status_code=status_code,
-            duration_ms=max(0, int((now - started_at).total_seconds() * 1000)) if started_at else None,
+            duration_ms=int(seconds * 1000) if seconds is not None else None,
         )
     )
+    return seconds
 
 
 def mark_sent(session: Session, notification_id: str, *, token: str, now: datetime) -> Row | None:

@@ -1,0 +1,260 @@
+"""Every Prometheus object of certctl-notify, each on an explicit registry (never the global one).
+
+One scrape target, the API's ``GET /metrics`` (`scrape_registry`), shows two kinds of series:
+
+- counters and the histogram that worker and API processes increment (`Metrics`). With
+  ``CERTCTL_METRICS_DIR`` set, each process writes them under ``<dir>/<role>-<host>/`` (prometheus_client
+  multiprocess mode) and the scrape adds up every file there: Celery prefork children, gunicorn workers,
+  both roles, every replica sharing the directory;
+- gauges read when scraped: one grouped query on PostgreSQL (`DatabaseCollector`) and Redis ``LLEN`` of
+  each Celery queue (`QueueCollector`). A source that cannot be read leaves its series out and counts
+  ``certctl_metrics_collect_errors_total`` — it never reports zeros.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Protocol
+
+import redis
+from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess, values
+from prometheus_client.core import GaugeMetricFamily
+from sqlalchemy.exc import SQLAlchemyError
+
+from certctl_notify import store
+from certctl_notify.dispatch import DELIVERY_QUEUE
+from certctl_notify.errors import ChannelNotConfigured, PermanentError
+from certctl_notify.model import Channel, Outcome, utcnow
+
+log = logging.getLogger(__name__)
+
+#: Celery queues whose depth is reported (the default queue and the delivery queue).
+QUEUES = ("celery", DELIVERY_QUEUE)
+#: Connect and read timeout of the broker read, in seconds: a slow broker must not stall the scrape.
+BROKER_TIMEOUT_SECONDS = 0.25
+#: Buckets of one attempt's duration, in seconds (the HTTP budget defaults to 15 s, the task limit to 120 s).
+DELIVERY_BUCKETS_SECONDS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60, 120)
+DEAD_REASONS = ("exhausted", "permanent", "unconfigured")
+REQUEUE_MODES = ("single", "bulk")
+SWEEP_REASONS = ("overdue", "stale_pending", "abandoned")
+
+
+def dead_reason(exc: Exception) -> str:
+    """Why a row went dead: ``unconfigured`` channel, another ``permanent`` error, or retries ``exhausted``."""
+    if isinstance(exc, ChannelNotConfigured):
+        return "unconfigured"
+    return "permanent" if isinstance(exc, PermanentError) else "exhausted"
+
+
+class Recorder(Protocol):
+    """What the core calls at its increment points: `Metrics` records, `NO_METRICS` does nothing."""
+
+    def attempt(self, row, outcome: Outcome, seconds: float | None, *, error: Exception | None = None) -> None: ...
+
+    def requeued(self, mode: str, count: int = 1) -> None: ...
+
+    def redispatched(self, by_reason: Mapping[str, int]) -> None: ...
+
+
+class Metrics:
+    """The counters and the histogram of this process; create one per process, after `enable_multiprocess`."""
+
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        self.attempts = Counter(
+            "certctl_notification_attempts_total", "Delivery attempts by channel and recorded outcome "
+            "(sent, retry, dead).", ["channel", "outcome"], registry=self.registry)
+        self.dead_transitions = Counter(
+            "certctl_notification_dead_transitions_total", "Notifications that went dead, by channel and "
+            "reason: exhausted (retry budget spent), permanent (refused), unconfigured (channel has no "
+            "settings). A true counter: a requeue does not lower it.", ["channel", "reason"], registry=self.registry)
+        self.delivery_seconds = Histogram(
+            "certctl_notification_delivery_seconds", "Duration of one delivery attempt, from claim to recorded "
+            "outcome, by channel.", ["channel"], buckets=DELIVERY_BUCKETS_SECONDS, registry=self.registry)
+        self.requeues = Counter(
+            "certctl_notification_requeues_total", "Notifications requeued by an operator: single (one id) or "
+            "bulk (rows requeued by a filter job).", ["mode"], registry=self.registry)
+        self.sweep_redispatched = Counter(
+            "certctl_notification_sweep_redispatched_total", "Notifications the sweep re-dispatched, by reason: "
+            "overdue retry, stale_pending (never picked up), abandoned (lease expired).", ["reason"],
+            registry=self.registry)
+        self.collect_errors = Counter(
+            "certctl_metrics_collect_errors_total", "Scrapes in which a gauge source (database, broker) could "
+            "not be read; its series were left out of that scrape, not reported as zero.", ["source"],
+            registry=self.registry)
+        # Every known series exists from the start at 0, so its first increment shows as an increase.
+        for channel in Channel:
+            self.delivery_seconds.labels(channel.value)
+            for outcome in Outcome:
+                self.attempts.labels(channel.value, outcome.value)
+            for reason in DEAD_REASONS:
+                self.dead_transitions.labels(channel.value, reason)
+        for mode in REQUEUE_MODES:
+            self.requeues.labels(mode)
+        for reason in SWEEP_REASONS:
+            self.sweep_redispatched.labels(reason)
+        for source in ("database", "broker"):
+            self.collect_errors.labels(source)
+
+    def attempt(self, row, outcome: Outcome, seconds: float | None, *, error: Exception | None = None) -> None:
+        """Count an attempt whose outcome was written to ``row``; None (the claim was lost) counts nothing."""
+        if row is None:
+            return
+        self.attempts.labels(row.channel, outcome.value).inc()
+        if seconds is not None:
+            self.delivery_seconds.labels(row.channel).observe(seconds)
+        if outcome is Outcome.DEAD:
+            self.dead_transitions.labels(row.channel, dead_reason(error)).inc()
+
+    def requeued(self, mode: str, count: int = 1) -> None:
+        """Count ``count`` rows requeued by an operator, ``single`` or ``bulk``."""
+        if count:
+            self.requeues.labels(mode).inc(count)
+
+    def redispatched(self, by_reason: Mapping[str, int]) -> None:
+        """Count what one sweep tick re-dispatched, by reason."""
+        for reason, count in by_reason.items():
+            self.sweep_redispatched.labels(reason).inc(count)
+
+
+class _NoMetrics:
+    """Records nothing: the default of core functions called by tests and one-off CLI commands."""
+
+    def attempt(self, row, outcome, seconds, *, error=None) -> None:
+        pass
+
+    def requeued(self, mode, count=1) -> None:
+        pass
+
+    def redispatched(self, by_reason) -> None:
+        pass
+
+
+NO_METRICS: Recorder = _NoMetrics()
+
+
+def process_directory(root: Path, role: str) -> Path:
+    """This process's directory under ``root``: one per role and host, so containers sharing a volume
+    (whose pids repeat) never write the same file."""
+    return Path(root) / f"{role}-{socket.gethostname()}"
+
+
+def enable_multiprocess(root: Path, role: str, *, clean: bool) -> Path:
+    """Make the counters this process creates from now on multiprocess values under `process_directory`.
+
+    Call it at a process edge before creating `Metrics`: in a Celery worker's main process before the
+    pool forks (``clean=True``), in gunicorn's master (``clean=True``) and in the app factory.
+    """
+    directory = process_directory(root, role)
+    if clean:
+        shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    # prometheus_client opens each process's files in the directory this variable names ...
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    # ... and picks its value class from it once, on first import. The ``celery`` command has already
+    # imported it by then (through Flower's entry point), so the choice is made here, explicitly.
+    if not getattr(values.ValueClass, "_multiprocess", False):
+        values.ValueClass = values.MultiProcessValue()
+    return directory
+
+
+def mark_process_dead(root: Path, role: str, pid: int) -> None:
+    """Bookkeeping for an exited process (a pool child, a gunicorn worker); its counts stay in the totals."""
+    multiprocess.mark_process_dead(pid, str(process_directory(root, role)))
+
+
+class DatabaseCollector:
+    """Gauges from one grouped query (`store.summary`) at scrape time, whatever the table size."""
+
+    def __init__(self, sessions, metrics: Metrics, *, now=utcnow):
+        self.sessions = sessions
+        self.metrics = metrics
+        self.now = now
+
+    def collect(self):
+        """The four database gauges, or none at all when the read fails."""
+        try:
+            with self.sessions.begin() as session:
+                data = store.summary(session, now=self.now())
+        except SQLAlchemyError as exc:  # classified: counted and logged; the series are left out, never zero
+            log.warning("metrics: database read failed (%s); notification gauges left out", type(exc).__name__)
+            self.metrics.collect_errors.labels("database").inc()
+            return []
+        statuses = GaugeMetricFamily("certctl_notifications", "Notifications by status now (read from the "
+                                     "database at scrape time).", labels=["status"])
+        for status, count in data["counts"].items():
+            statuses.add_metric([status], count)
+        return [
+            statuses,
+            GaugeMetricFamily("certctl_notification_dead_total", "Dead notifications now. A GAUGE despite its "
+                              "name, kept for the original dashboards: it falls on requeue. For a counter use "
+                              "certctl_notification_dead_transitions_total.", value=data["counts"]["dead"]),
+            GaugeMetricFamily("certctl_notification_oldest_pending_seconds", "Age of the oldest pending "
+                              "notification (0 when none is pending).", value=data["oldest_pending_seconds"]),
+            GaugeMetricFamily("certctl_notification_retries_due", "Failed notifications whose next retry time "
+                              "has passed.", value=data["retries_due"]),
+        ]
+
+
+class QueueCollector:
+    """``certctl_celery_queue_length{queue}`` from a Redis broker; the embedded SQLite broker omits it."""
+
+    def __init__(self, broker_url: str, metrics: Metrics):
+        self.metrics = metrics
+        self.client = (
+            redis.Redis.from_url(broker_url, socket_timeout=BROKER_TIMEOUT_SECONDS,
+                                 socket_connect_timeout=BROKER_TIMEOUT_SECONDS)
+            if broker_url.startswith(("redis://", "rediss://")) else None
+        )
+
+    def collect(self):
+        """One ``LLEN`` per queue in one round trip, or no series when the broker does not answer."""
+        if self.client is None:
+            return []
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                for queue in QUEUES:
+                    pipe.llen(queue)
+                lengths = pipe.execute()
+        except (redis.RedisError, OSError) as exc:  # classified: counted and logged; series left out
+            log.warning("metrics: broker read failed (%s); queue lengths left out", type(exc).__name__)
+            self.metrics.collect_errors.labels("broker").inc()
+            return []
+        family = GaugeMetricFamily("certctl_celery_queue_length", "Messages waiting in each Celery queue on "
+                                   "the broker (retries held by a worker until their ETA are not counted).",
+                                   labels=["queue"])
+        for queue, length in zip(QUEUES, lengths, strict=True):
+            family.add_metric([queue], length)
+        return [family]
+
+
+class _SharedDirectory:
+    """The counters of every process that wrote under the metrics directory, added up."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def collect(self):
+        return multiprocess.MultiProcessCollector.merge([str(p) for p in self.root.glob("*/*.db")])
+
+
+def scrape_registry(sessions, broker_url: str, metrics: Metrics, metrics_dir: Path | None) -> CollectorRegistry:
+    """What ``GET /metrics`` exposes: the gauges, then the counters of every process sharing
+    ``metrics_dir`` (or of this process alone when it is None)."""
+    registry = CollectorRegistry()
+    registry.register(DatabaseCollector(sessions, metrics))  # first: its error count shows in the same scrape
+    registry.register(QueueCollector(broker_url, metrics))
+    registry.register(_SharedDirectory(metrics_dir) if metrics_dir is not None else metrics.registry)
+    return registry
+
+
+def for_process(metrics_dir: Path | None, role: str) -> Metrics:
+    """This process's `Metrics`: multiprocess under ``metrics_dir`` when set (the directory is not emptied)."""
+    if metrics_dir is not None:
+        enable_multiprocess(metrics_dir, role, clean=False)
+    return Metrics()
