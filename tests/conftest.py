@@ -17,6 +17,7 @@ from sqlalchemy import create_engine, text
 from certctl_notify.config import load_settings
 from certctl_notify.db import make_engine, make_sessions
 from certctl_notify.migrate import upgrade
+from certctl_notify.producer import make_producer
 from tests.support.receiver import Receiver
 from tests.support.worker import WorkerProcess
 
@@ -102,6 +103,14 @@ def broker_url(redis_db):
     lose_every_message(url)
     yield url
     lose_every_message(url)
+
+
+@pytest.fixture
+def producer(broker_url):
+    """A publish-only Celery app on this test's broker, as the API and producers use."""
+    app = make_producer(broker_url)
+    yield app
+    app.close()
 
 
 @pytest.fixture

@@ -11,35 +11,14 @@ import pytest
 import redis
 from sqlalchemy import text
 
-from api.app import create_app
 from certctl_notify import store
+from tests.api.conftest import ADMIN, READ
 
-ADMIN = {"Authorization": "Bearer admin-key"}
-READ = {"Authorization": "Bearer read-key"}
 LIST = "/api/v1/notifications"
 STATUSES = ["pending", "sent", "failed", "dead", "read"]
 CHANNELS = ["Webhook", "Slack", "Email"]
 TYPES = ["RenewalFailure", "ExpirationWarning", "Revocation", "DeploymentFailure"]
 ERRORS = ["HTTP 503 from receiver", "connection refused", None, "HTTP 410 Gone"]
-
-
-def empty_operator_tables(engine) -> None:
-    with engine.begin() as conn:
-        conn.execute(text("TRUNCATE audit_log, requeue_jobs"))
-
-
-@pytest.fixture
-def app(settings, sessions, broker_url, engine):
-    """The app on emptied operator tables (the shared `sessions` fixture empties only the notifications),
-    emptied again afterwards so no running bulk requeue job outlives the test."""
-    empty_operator_tables(engine)
-    yield create_app(settings)
-    empty_operator_tables(engine)
-
-
-@pytest.fixture
-def http(app):
-    return app.test_client()
 
 
 def row_values(status: str, created_at: datetime, **values) -> dict:

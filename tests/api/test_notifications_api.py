@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,31 +11,7 @@ import redis
 from api.app import create_app
 from certctl_notify import store
 from certctl_notify.dispatch import DELIVERY_QUEUE
-
-ADMIN = {"Authorization": "Bearer admin-key"}
-READ = {"Authorization": "Bearer read-key"}
-
-
-@pytest.fixture
-def app(settings, sessions):
-    return create_app(settings)
-
-
-@pytest.fixture
-def http(app):
-    return app.test_client()
-
-
-@pytest.fixture
-def make_row(sessions):
-    def make(status: str, **values):
-        now = datetime.now(UTC)
-        row = {"id": f"notif_{uuid.uuid4().hex}", "type": "RenewalFailure", "channel": "Webhook",
-               "recipient": "", "message": "renewal failed", "status": status, "retry_count": 0,
-               "created_at": now, "updated_at": now, "dispatched_at": now, **values}
-        with sessions.begin() as s:
-            return store.insert_notification(s, row)
-    return make
+from tests.api.conftest import ADMIN, READ
 
 
 def snapshot(sessions, notification_id):

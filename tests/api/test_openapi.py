@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from datetime import UTC, datetime
 
 import pytest
@@ -12,33 +11,12 @@ from jsonschema import Draft202012Validator
 from openapi_spec_validator import OpenAPIV31SpecValidator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
-from sqlalchemy import text
 
 from api.app import create_app
 from certctl_notify import store
+from tests.api.conftest import ADMIN, READ
 
-ADMIN = {"Authorization": "Bearer admin-key"}
-READ = {"Authorization": "Bearer read-key"}
 METHODS = {"get", "post", "put", "patch", "delete"}
-
-
-def empty_operator_tables(engine) -> None:
-    with engine.begin() as conn:
-        conn.execute(text("TRUNCATE audit_log, requeue_jobs"))
-
-
-@pytest.fixture
-def app(settings, sessions, broker_url, engine):
-    """The app on emptied operator tables (the shared `sessions` fixture empties only the notifications),
-    emptied again afterwards so no running bulk requeue job outlives the test."""
-    empty_operator_tables(engine)
-    yield create_app(settings)
-    empty_operator_tables(engine)
-
-
-@pytest.fixture
-def http(app):
-    return app.test_client()
 
 
 @pytest.fixture
@@ -46,18 +24,6 @@ def document(http):
     response = http.get("/api/v1/openapi.json")
     assert response.status_code == 200
     return response.json
-
-
-@pytest.fixture
-def make_row(sessions):
-    def make(status: str, **values):
-        now = datetime.now(UTC)
-        row = {"id": f"notif_{uuid.uuid4().hex}", "type": "RenewalFailure", "channel": "Webhook",
-               "recipient": "", "message": "renewal failed", "status": status, "retry_count": 0,
-               "created_at": now, "updated_at": now, "dispatched_at": now, **values}
-        with sessions.begin() as s:
-            return store.insert_notification(s, row)
-    return make
 
 
 def documented_path(rule: str) -> str:

@@ -13,12 +13,10 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error, response_schema_conformance, status_code_conformance
-from sqlalchemy import text
 
-from api.app import create_app
 from api.openapi import document
+from tests.api.conftest import ADMIN
 
-ADMIN = {"Authorization": "Bearer admin-key"}
 BULK = "/api/v1/notifications/requeue"
 #: Valid requests, and requests the document says are invalid (which must get a documented 4xx).
 GENERATION_MODES = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
@@ -27,18 +25,9 @@ CHECKS = [not_a_server_error, status_code_conformance, response_schema_conforman
 OPERATIONS = [(method.upper(), path) for path, item in document()["paths"].items() for method in item]
 
 
-def empty_operator_tables(engine) -> None:
-    with engine.begin() as conn:
-        conn.execute(text("TRUNCATE audit_log, requeue_jobs"))
-
-
 @pytest.fixture
-def api_schema(settings, sessions, broker_url, engine):
-    """The app on emptied operator tables (the shared `sessions` fixture empties only the notifications),
-    emptied again afterwards so no running bulk requeue job outlives the test."""
-    empty_operator_tables(engine)
-    yield schemathesis.openapi.from_wsgi("/api/v1/openapi.json", create_app(settings))
-    empty_operator_tables(engine)
+def api_schema(app):
+    return schemathesis.openapi.from_wsgi("/api/v1/openapi.json", app)
 
 
 # schemathesis.pytest.from_fixture() does not run on pytest 9 (it reads Function._nodeid), so each

@@ -16,7 +16,6 @@ from certctl_notify import client
 from certctl_notify.cli import main
 from certctl_notify.config import load_settings
 from certctl_notify.dispatch import DELIVER_TASK, DELIVERY_QUEUE, CeleryDispatcher
-from certctl_notify.producer import make_producer
 from tests.conftest import wait_for
 from tests.support.receiver import Answer, RawPeer
 
@@ -25,13 +24,6 @@ READ = {"Authorization": "Bearer read-key"}
 SLOW = {"CERTCTL_INSPECT_TIMEOUT": "1s", "CERTCTL_HTTP_TIMEOUT": "15s", "CERTCTL_TASK_TIME_LIMIT": "20s",
         "CERTCTL_CLAIM_LEASE": "30s"}
 WORKER_KEYS = {"name", "online", "pid", "uptime_seconds", "pool", "processed", "active", "reserved", "scheduled"}
-
-
-@pytest.fixture
-def producer(broker_url):
-    app = make_producer(broker_url)
-    yield app
-    app.close()
 
 
 @pytest.fixture

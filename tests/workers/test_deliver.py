@@ -8,18 +8,11 @@ from standardwebhooks import Webhook
 
 from certctl_notify import client, store
 from certctl_notify.dispatch import CeleryDispatcher
-from certctl_notify.producer import make_producer
 from tests.conftest import COMPRESSED, wait_for
 from tests.support.receiver import Answer
+from tests.support.rows import attempts_of, row_of, settled
 
 BASE = 0.05  # seconds; the compressed CERTCTL_NOTIFICATION_RETRY_BASE
-
-
-@pytest.fixture
-def producer(broker_url):
-    app = make_producer(broker_url)
-    yield app
-    app.close()
 
 
 @pytest.fixture
@@ -32,20 +25,6 @@ def enqueue(sessions, producer):
         return client.enqueue_alert(sessions, dispatcher, fields)[0].row
 
     return enqueue
-
-
-def row_of(sessions, notification_id):
-    with sessions.begin() as s:
-        return store.get(s, notification_id)
-
-
-def attempts_of(sessions, notification_id):
-    with sessions.begin() as s:
-        return store.list_attempts(s, notification_id)
-
-
-def settled(sessions, notification_id, *statuses):
-    return lambda: (row := row_of(sessions, notification_id)) is not None and row.status in statuses and row
 
 
 def test_delivered_on_fifth_attempt_after_four_failures_with_growing_waits(

@@ -11,11 +11,12 @@ import threading
 import pytest
 from aiosmtpd.controller import Controller
 
-from certctl_notify import client, store
+from certctl_notify import client
 from certctl_notify.dispatch import CeleryDispatcher
 from certctl_notify.producer import make_producer
 from tests.conftest import wait_for
 from tests.support.receiver import RawPeer
+from tests.support.rows import attempts_of, row_of, settled
 
 
 class ScriptedRelay:
@@ -71,20 +72,6 @@ def enqueue(sessions, broker_url):
 def smtp_env(make_env, port: int, **overrides) -> dict:
     return make_env(CERTCTL_SMTP_HOST="127.0.0.1", CERTCTL_SMTP_PORT=port, CERTCTL_SMTP_TLS="none",
                     CERTCTL_SMTP_FROM="certctl@alerts.example", **overrides)
-
-
-def row_of(sessions, notification_id):
-    with sessions.begin() as s:
-        return store.get(s, notification_id)
-
-
-def attempts_of(sessions, notification_id):
-    with sessions.begin() as s:
-        return store.list_attempts(s, notification_id)
-
-
-def settled(sessions, notification_id, *statuses):
-    return lambda: (row := row_of(sessions, notification_id)) is not None and row.status in statuses and row
 
 
 def test_an_email_alert_is_delivered_and_marked_sent(sessions, relay, make_env, start_worker, enqueue):

@@ -8,21 +8,9 @@ import pytest
 
 from certctl_notify import client, store
 from certctl_notify.dispatch import CeleryDispatcher
-from certctl_notify.producer import make_producer
 from tests.conftest import lose_every_message, wait_for
 from tests.support.receiver import Answer
-
-
-@pytest.fixture
-def producer(broker_url):
-    app = make_producer(broker_url)
-    yield app
-    app.close()
-
-
-def row_of(sessions, notification_id):
-    with sessions.begin() as s:
-        return store.get(s, notification_id)
+from tests.support.rows import row_of
 
 
 def alert(key: str) -> dict:

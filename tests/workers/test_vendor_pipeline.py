@@ -9,12 +9,12 @@ from dataclasses import dataclass
 import pytest
 
 from api.app import create_app
-from certctl_notify import client, store
+from certctl_notify import client
 from certctl_notify.config import load_settings
 from certctl_notify.dispatch import CeleryDispatcher
-from certctl_notify.producer import make_producer
 from tests.conftest import wait_for
 from tests.support.receiver import Answer
+from tests.support.rows import attempts_of, settled
 from tests.support.vendor_receiver import VendorReceiver
 
 SLACK_TOKEN = "XXXXSECRETXXXX"
@@ -55,13 +55,6 @@ def peer():
 
 
 @pytest.fixture
-def producer(broker_url):
-    app = make_producer(broker_url)
-    yield app
-    app.close()
-
-
-@pytest.fixture
 def enqueue(sessions, producer):
     dispatcher = CeleryDispatcher(producer)
 
@@ -71,20 +64,6 @@ def enqueue(sessions, producer):
         return [result.row for result in client.enqueue_alert(sessions, dispatcher, fields)]
 
     return enqueue
-
-
-def row_of(sessions, notification_id):
-    with sessions.begin() as s:
-        return store.get(s, notification_id)
-
-
-def attempts_of(sessions, notification_id):
-    with sessions.begin() as s:
-        return store.list_attempts(s, notification_id)
-
-
-def settled(sessions, notification_id, *statuses):
-    return lambda: (row := row_of(sessions, notification_id)) is not None and row.status in statuses and row
 
 
 @pytest.mark.parametrize("channel", VENDORS)
