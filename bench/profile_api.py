@@ -10,9 +10,11 @@ PostgreSQL database and Redis db 13 (claimed like api_latency.py does, flushed a
 1. Per request: SQL statements, transactions, pool check-outs and pre-pings, for both apps.
 2. CPU and wall per request of the real app as served and with ONE thing taken away at a time
    (the Celery publish, the audit row, the pool pre-ping, the ORM Session — a Core connection
-   instead —, the auth check, the full-row response), then all of them, then the bare app;
-   variants interleaved over ``--rounds``, medians reported. Experiments are monkeypatches in this
-   process only; no project file changes.
+   instead —, the auth check, the full-row response), then all of them; with alternatives ("~":
+   a lean publish writing the same message with one LPUSH, INSERTs built once with values bound at
+   execute, without RETURNING, row + audit entry in one CTE statement, and a combination); then the
+   bare app. Variants interleaved over ``--rounds``, medians reported. Experiments are monkeypatches
+   in this process only; no project file changes.
 3. Step timers inside the real view (auth, validation, insert, audit, commit, publish, serialise).
 4. The Celery publish alone (``send_task``) against a raw Redis ``LPUSH`` of a same-sized message.
 5. A cProfile of both apps summed by package.
@@ -262,11 +264,11 @@ class LeanDispatcher:
         raise NotImplementedError
 
 
-def create_experiment_app():
+def create_experiment_app(pre_ping: bool = True):
     """gunicorn factory for ``bench/api_latency.py --extra-target``: the real API with three changes
     applied by monkeypatch in the worker process only — row + audit entry in one CTE statement, a Core
-    connection instead of the ORM Session (pool pre-ping kept), the lean publish. Auth, validation
-    and the full-row response are unchanged."""
+    connection instead of the ORM Session, the lean publish (``pre_ping=False`` also drops the pool
+    pre-ping). Auth, validation and the full-row response are unchanged."""
     import redis
 
     import certctl_notify.client
@@ -277,7 +279,7 @@ def create_experiment_app():
     settings = load_settings()
     app = create_app(settings)
     deps = app.extensions["certctl"]
-    deps.sessions = CoreSessions(make_engine(settings.database_url))
+    deps.sessions = CoreSessions(make_engine(settings.database_url, pool_pre_ping=pre_ping))
     client = redis.Redis.from_url(settings.broker_url, socket_timeout=5)
     deps.dispatcher = LeanDispatcher(settings.broker_url, capture_message_template(deps.producer, client))
     client.close()

@@ -11,9 +11,9 @@ from dataclasses import asdict
 from datetime import datetime
 
 from sqlalchemy import Row
-from sqlalchemy.orm import Session, sessionmaker
 
 from certctl_notify import store
+from certctl_notify.db import Transactions
 from certctl_notify.dispatch import Dispatcher, dispatch_quietly
 from certctl_notify.metrics import NO_METRICS, Recorder
 from certctl_notify.model import utcnow
@@ -53,13 +53,13 @@ def _filter_of(job: Row) -> NotificationFilter:
     return NotificationFilter(**data)
 
 
-def count(sessions: sessionmaker[Session], f: NotificationFilter) -> int:
+def count(sessions: Transactions, f: NotificationFilter) -> int:
     """How many rows a bulk requeue with this filter would requeue now (the dry run)."""
     with sessions.begin() as session:
         return store.count_matching(session, f)
 
 
-def start(sessions: sessionmaker[Session], dispatcher: Dispatcher, f: NotificationFilter, *, rate: float,
+def start(sessions: Transactions, dispatcher: Dispatcher, f: NotificationFilter, *, rate: float,
           actor: str, now: Callable[[], datetime] = utcnow) -> Row:
     """Create the job (matched = rows unchanged since now) and publish its first chunk.
 
@@ -82,7 +82,7 @@ def start(sessions: sessionmaker[Session], dispatcher: Dispatcher, f: Notificati
     return job
 
 
-def run_chunk(sessions: sessionmaker[Session], dispatcher: Dispatcher, job_id: str, *,
+def run_chunk(sessions: Transactions, dispatcher: Dispatcher, job_id: str, *,
               chunk_seconds: float = CHUNK_SECONDS, now: Callable[[], datetime] = utcnow,
               sleep: Callable[[float], None] = time.sleep, metrics: Recorder = NO_METRICS) -> bool:
     """Work on a job for about ``chunk_seconds``; True when it has more to do."""

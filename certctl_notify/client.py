@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Connection, Row
 
 from certctl_notify import store
 from certctl_notify.alerts import parse_alert
+from certctl_notify.db import Transactions
 from certctl_notify.dispatch import Dispatcher, dispatch_quietly
 from certctl_notify.metrics import NO_METRICS, Recorder
 from certctl_notify.model import TRANSITIONS, utcnow
@@ -33,7 +33,7 @@ class Actor:
 
 
 def record_audit(
-    session: Session, actor: Actor | None, action: str, target: str, at: datetime, detail=None
+    session: Connection, actor: Actor | None, action: str, target: str, at: datetime, detail=None
 ) -> None:
     """Write an audit row in the caller's transaction, so the action and its record commit together."""
     if actor is not None:
@@ -48,7 +48,7 @@ class Enqueued:
 
 
 def enqueue_alert(
-    sessions: sessionmaker[Session],
+    sessions: Transactions,
     dispatcher: Dispatcher,
     fields: Mapping[str, Any],
     *,
@@ -90,7 +90,7 @@ class WrongState(RuntimeError):
 
 
 def requeue(
-    sessions: sessionmaker[Session],
+    sessions: Transactions,
     dispatcher: Dispatcher,
     notification_id: str,
     *,
@@ -125,7 +125,7 @@ def requeue(
 
 
 def mark_read(
-    sessions: sessionmaker[Session], notification_id: str, *, actor: Actor | None = None,
+    sessions: Transactions, notification_id: str, *, actor: Actor | None = None,
     now: Callable[[], datetime] = utcnow,
 ) -> Row:
     """Acknowledge a sent alert or dismiss a dead letter.

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Connection, Engine, create_engine, event
 
 #: How long SQLite waits for another writer before failing, in seconds (embedded mode only).
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
@@ -42,6 +42,21 @@ def make_engine(database_url: str, **kwargs) -> Engine:
     return create_engine(database_url, **kwargs)
 
 
-def make_sessions(engine: Engine) -> sessionmaker[Session]:
-    """A session factory; callers frame each transaction with ``with sessions.begin() as s:``."""
-    return sessionmaker(engine, expire_on_commit=False)
+class Transactions:
+    """Opens one short transaction at a time: ``with transactions.begin() as conn:`` commits on exit
+    and rolls back on an exception.
+
+    The store runs Core statements only, so a Core `Connection` serves where an ORM Session would
+    add its unit-of-work bookkeeping to every call on the delivery hot path for nothing.
+    """
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def begin(self) -> AbstractContextManager[Connection]:
+        return self.engine.begin()
+
+
+def make_sessions(engine: Engine) -> Transactions:
+    """The transaction factory the API, workers and CLI pass down to the store."""
+    return Transactions(engine)

@@ -14,10 +14,10 @@ from datetime import datetime, timedelta
 
 from billiard.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import Row
-from sqlalchemy.orm import Session, sessionmaker
 
 from certctl_notify import store
 from certctl_notify.channels.base import Channel, Notification, Sent, UnconfiguredChannel
+from certctl_notify.db import Transactions
 from certctl_notify.errors import DeliveryError, PermanentError, TransientError
 from certctl_notify.metrics import NO_METRICS, Recorder
 from certctl_notify.model import Outcome, utcnow
@@ -46,7 +46,7 @@ class Delivery:
 
     def __init__(
         self,
-        sessions: sessionmaker[Session],
+        sessions: Transactions,
         channels: Mapping[str, Channel],
         policy: RetryPolicy,
         *,

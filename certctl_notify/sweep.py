@@ -8,10 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy.orm import Session, sessionmaker
-
 from certctl_notify import store
 from certctl_notify.config import SweepSettings
+from certctl_notify.db import Transactions
 from certctl_notify.dispatch import Dispatcher, dispatch_quietly
 from certctl_notify.metrics import NO_METRICS, Recorder
 from certctl_notify.model import utcnow
@@ -37,7 +36,7 @@ def _reason(row, now: datetime) -> str:
 
 
 def sweep_once(
-    sessions: sessionmaker[Session],
+    sessions: Transactions,
     dispatcher: Dispatcher,
     settings: SweepSettings,
     *,

@@ -1,7 +1,7 @@
 """Every SQL statement certctl-notify runs, in one package: delivery-side state changes (`events`),
 read-side listings and counts (`reads`), operator records (`ops`).
 
-Functions take a `Session` and never commit: the caller frames the transaction.
+Functions take a Core `Connection` inside a transaction and never commit: the caller frames the transaction.
 """
 
 from certctl_notify.store.events import *  # noqa: F403

@@ -1,6 +1,6 @@
 """Delivery-side SQL: intake, claims, attempt records and every status transition.
 
-Functions take a `Session` and never commit: the caller frames the transaction. Every state change
+Functions take a `Connection` and never commit: the caller frames the transaction. Every state change
 is one ``UPDATE … WHERE id = … AND status IN (…) … RETURNING``; zero rows is a normal answer that
 the caller turns into a 409, a skip or a no-op, so a late or duplicate writer cannot undo another's
 work.
@@ -11,11 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import Row, func, literal, or_, select, text, union_all, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Row, func, or_, select, text, union_all, update
 
 from certctl_notify.model import TRANSITIONS, Outcome, Status, attempts, events
+from certctl_notify.store import statements
 
 __all__ = [
     "insert_notification", "get_by_dedupe_key", "get", "list_attempts", "claim", "finish_attempt",
@@ -39,7 +38,7 @@ def _live_lease_absent(now: datetime):
     return or_(events.c.lease_expires_at.is_(None), events.c.lease_expires_at < now)
 
 
-def _transition(session: Session, name: str, notification_id: str, *where, **values) -> Row | None:
+def _transition(session: Connection, name: str, notification_id: str, *where, **values) -> Row | None:
     """Apply the named transition from `TRANSITIONS` as one guarded UPDATE; None when it did not apply."""
     sources, target = TRANSITIONS[name]
     stmt = (
@@ -54,25 +53,20 @@ def _transition(session: Session, name: str, notification_id: str, *where, **val
 # --- intake -----------------------------------------------------------------------------------
 
 
-def insert_notification(session: Session, row: dict) -> Row | None:
+def insert_notification(session: Connection, row: dict) -> Row | None:
     """Insert a new row; None when its ``dedupe_key`` already exists (the caller returns that row)."""
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(events).values(**row)
-    if row.get("dedupe_key") is not None:
-        stmt = stmt.on_conflict_do_nothing(index_elements=[events.c.dedupe_key])
-    return session.execute(stmt.returning(*events.c)).first()
+    return session.execute(statements.insert_notification(session.dialect.name), row).first()
 
 
-def get_by_dedupe_key(session: Session, key: str) -> Row | None:
+def get_by_dedupe_key(session: Connection, key: str) -> Row | None:
     return session.execute(select(events).where(events.c.dedupe_key == key)).first()
 
 
-def get(session: Session, notification_id: str) -> Row | None:
+def get(session: Connection, notification_id: str) -> Row | None:
     return session.execute(select(events).where(events.c.id == notification_id)).first()
 
 
-def list_attempts(session: Session, notification_id: str) -> Sequence[Row]:
+def list_attempts(session: Connection, notification_id: str) -> Sequence[Row]:
     stmt = select(attempts).where(attempts.c.notification_id == notification_id).order_by(attempts.c.id)
     return session.execute(stmt).all()
 
@@ -81,7 +75,7 @@ def list_attempts(session: Session, notification_id: str) -> Sequence[Row]:
 
 
 def claim(
-    session: Session,
+    session: Connection,
     notification_id: str,
     *,
     attempt: int,
@@ -100,38 +94,19 @@ def claim(
         The claimed row plus ``attempt_id`` (its open attempt record), or None when the message has
         nothing to deliver.
     """
-    claimed = (
-        update(events)
-        .where(
-            events.c.id == notification_id,
-            events.c.status.in_([Status.PENDING.value, Status.FAILED.value]),
-            events.c.retry_count == attempt - 1,
-            _live_lease_absent(now),
-        )
-        .values(lease_owner=token, lease_expires_at=now + timedelta(seconds=lease_seconds), updated_at=now)
-        .returning(*events.c)
-    )
-    opened = {"attempt": attempt, "started_at": now, "worker": worker, "task_id": task_id}
-    if session.get_bind().dialect.name != "postgresql":  # SQLite has no data-modifying CTEs
-        row = session.execute(claimed).first()
-        if row is None:
-            return None
-        attempt_id = session.execute(
-            attempts.insert().values(notification_id=notification_id, **opened).returning(attempts.c.id)
-        ).scalar_one()
-        return _with_attempt_id(row, attempt_id)
-    claimed_cte = claimed.cte("claimed")
-    opened_cte = (
-        attempts.insert()
-        .from_select(
-            ["notification_id", *opened],
-            select(claimed_cte.c.id, *(literal(v, attempts.c[k].type) for k, v in opened.items())),
-        )
-        .returning(attempts.c.id.label("attempt_id"), attempts.c.notification_id)
-        .cte("opened")
-    )
-    joined = claimed_cte.join(opened_cte, opened_cte.c.notification_id == claimed_cte.c.id)
-    return session.execute(select(claimed_cte, opened_cte.c.attempt_id).select_from(joined)).first()
+    params = {"b_id": notification_id, "b_failures": attempt - 1, "b_now": now, "b_token": token,
+              "b_lease_until": now + timedelta(seconds=lease_seconds), "b_attempt": attempt, "b_worker": worker,
+              "b_task_id": task_id}
+    dialect = session.dialect.name
+    if dialect == "postgresql":
+        return session.execute(statements.claim(dialect), params).first()
+    row = session.execute(statements.claim(dialect), params).first()  # SQLite: no data-modifying CTEs
+    if row is None:
+        return None
+    attempt_id = session.execute(statements.open_attempt(), {
+        "notification_id": notification_id, "attempt": attempt, "started_at": now, "worker": worker,
+        "task_id": task_id}).scalar_one()
+    return _with_attempt_id(row, attempt_id)
 
 
 def _with_attempt_id(row: Row, attempt_id: int):
@@ -142,7 +117,7 @@ def _with_attempt_id(row: Row, attempt_id: int):
 
 
 def finish_attempt(
-    session: Session,
+    session: Connection,
     notification_id: str,
     *,
     attempt: int,
@@ -174,43 +149,34 @@ def finish_attempt(
             return None
         attempt_id, started_at = found
     seconds = max(0.0, (now - started_at).total_seconds()) if started_at else None
-    session.execute(
-        update(attempts)
-        .where(attempts.c.id == attempt_id)
-        .values(
-            finished_at=now,
-            outcome=outcome.value,
-            error_class=error_class,
-            error=_cap(error),
-            status_code=status_code,
-            duration_ms=int(seconds * 1000) if seconds is not None else None,
-        )
-    )
+    session.execute(statements.finish_attempt(), {
+        "b_id": attempt_id, "b_now": now, "b_outcome": outcome.value, "b_error_class": error_class,
+        "b_error": _cap(error), "b_status_code": status_code,
+        "b_duration_ms": int(seconds * 1000) if seconds is not None else None})
     return seconds
 
 
-def mark_sent(session: Session, notification_id: str, *, token: str, now: datetime) -> Row | None:
+def mark_sent(session: Connection, notification_id: str, *, token: str, now: datetime) -> Row | None:
     """Delivered: ``sent_at`` set, retry bookkeeping cleared, ``retry_count`` left as the history."""
-    return _transition(
-        session, "deliver_sent", notification_id, events.c.lease_owner == token,
-        sent_at=now, next_retry_at=None, last_error=None, lease_owner=None, lease_expires_at=None, updated_at=now,
-    )
+    stmt = statements.leased_transition("deliver_sent", "sent_at", "next_retry_at", "last_error", "updated_at")
+    return session.execute(stmt, {"b_id": notification_id, "b_token": token, "b_sent_at": now,
+                                  "b_next_retry_at": None, "b_last_error": None, "b_updated_at": now}).first()
 
 
 def mark_failed(
-    session: Session, notification_id: str, *, token: str, failures: int, next_retry_at: datetime,
+    session: Connection, notification_id: str, *, token: str, failures: int, next_retry_at: datetime,
     error: str, now: datetime,
 ) -> Row | None:
     """A transient failure with budget left: count, error and next step written together."""
-    return _transition(
-        session, "deliver_retry", notification_id, events.c.lease_owner == token,
-        retry_count=failures, next_retry_at=next_retry_at, last_error=_cap(error),
-        lease_owner=None, lease_expires_at=None, dispatched_at=now, updated_at=now,
-    )
+    stmt = statements.leased_transition(
+        "deliver_retry", "retry_count", "next_retry_at", "last_error", "dispatched_at", "updated_at")
+    return session.execute(stmt, {
+        "b_id": notification_id, "b_token": token, "b_retry_count": failures, "b_next_retry_at": next_retry_at,
+        "b_last_error": _cap(error), "b_dispatched_at": now, "b_updated_at": now}).first()
 
 
 def mark_dead(
-    session: Session, notification_id: str, *, token: str, failures: int, error: str, now: datetime
+    session: Connection, notification_id: str, *, token: str, failures: int, error: str, now: datetime
 ) -> Row | None:
     """Budget spent or a permanent error: the dead letter an operator sees and can requeue."""
     return _transition(
@@ -224,7 +190,7 @@ def mark_dead(
 
 
 def requeue(
-    session: Session, notification_id: str, *, now: datetime, unchanged_since: datetime | None = None
+    session: Connection, notification_id: str, *, now: datetime, unchanged_since: datetime | None = None
 ) -> Row | None:
     """Reset a dead/failed row to a fresh pending one; refused while an attempt holds a live lease,
     and (for bulk jobs) when the row changed after ``unchanged_since``."""
@@ -236,7 +202,7 @@ def requeue(
     )
 
 
-def requeue_many(session: Session, ids: Sequence[str], *, now: datetime, unchanged_since: datetime) -> list[str]:
+def requeue_many(session: Connection, ids: Sequence[str], *, now: datetime, unchanged_since: datetime) -> list[str]:
     """`requeue` for a batch of a bulk job, as one guarded statement; returns the ids it reset."""
     sources, target = TRANSITIONS["requeue"]
     stmt = (
@@ -250,11 +216,11 @@ def requeue_many(session: Session, ids: Sequence[str], *, now: datetime, unchang
     return list(session.execute(stmt).scalars())
 
 
-def mark_read(session: Session, notification_id: str, *, now: datetime) -> Row | None:
+def mark_read(session: Connection, notification_id: str, *, now: datetime) -> Row | None:
     return _transition(session, "mark_read", notification_id, updated_at=now)
 
 
-def count_by_status(session: Session) -> dict[str, int]:
+def count_by_status(session: Connection) -> dict[str, int]:
     rows = session.execute(select(events.c.status, func.count()).group_by(events.c.status)).all()
     counts = {s.value: 0 for s in Status}
     counts.update({status: n for status, n in rows})
@@ -264,19 +230,19 @@ def count_by_status(session: Session) -> dict[str, int]:
 # --- sweep ------------------------------------------------------------------------------------
 
 
-def try_sweep_lock(session: Session) -> bool:
+def try_sweep_lock(session: Connection) -> bool:
     """Take the sweep lock for this transaction; False when another sweep holds it.
 
     PostgreSQL: a transaction-scoped advisory lock, released at commit, so replicas of beat or of
     `certctl-notify sweep` never sweep at once. SQLite (embedded mode) has one beat and its
     ``BEGIN IMMEDIATE`` already serialises writers.
     """
-    if session.get_bind().dialect.name != "postgresql":
+    if session.dialect.name != "postgresql":
         return True
     return bool(session.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": SWEEP_LOCK_KEY}).scalar())
 
 
-def due_for_redispatch(session: Session, *, now: datetime, grace_seconds: float, limit: int) -> Sequence[Row]:
+def due_for_redispatch(session: Connection, *, now: datetime, grace_seconds: float, limit: int) -> Sequence[Row]:
     """Rows the broker should have delivered by now, oldest due first.
 
     - failed rows whose retry is overdue by more than the grace (the broker lost the retry message);
@@ -303,7 +269,7 @@ def due_for_redispatch(session: Session, *, now: datetime, grace_seconds: float,
     return session.execute(select(both).order_by(both.c.due_at, both.c.id).limit(limit)).all()
 
 
-def mark_dispatched(session: Session, ids: Iterable[str], *, now: datetime) -> None:
+def mark_dispatched(session: Connection, ids: Iterable[str], *, now: datetime) -> None:
     """Record that a delivery task was just published for these still-undelivered rows."""
     ids = list(ids)
     if ids:

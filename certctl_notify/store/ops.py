@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Row, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Row, func, select, update
 
 from certctl_notify.model import events
 from certctl_notify.model_ops import JobStatus, audit_log, requeue_jobs
@@ -18,27 +17,27 @@ __all__ = [
 ]
 
 
-def add_audit(session: Session, *, at: datetime, actor: str, action: str, target: str, detail: dict | None = None,
+def add_audit(session: Connection, *, at: datetime, actor: str, action: str, target: str, detail: dict | None = None,
               request_id: str | None = None) -> None:
     session.execute(audit_log.insert().values(at=at, actor=actor, action=action, target=target, detail=detail,
                                               request_id=request_id))
 
 
-def list_audit(session: Session, *, page: int, per_page: int) -> tuple[int, Sequence[Row]]:
+def list_audit(session: Connection, *, page: int, per_page: int) -> tuple[int, Sequence[Row]]:
     total = session.execute(select(func.count()).select_from(audit_log)).scalar_one()
     rows = session.execute(select(audit_log).order_by(audit_log.c.at.desc(), audit_log.c.id.desc())
                            .limit(per_page).offset((page - 1) * per_page)).all()
     return total, rows
 
 
-def count_matching(session: Session, f: NotificationFilter, *, unchanged_since: datetime | None = None) -> int:
+def count_matching(session: Connection, f: NotificationFilter, *, unchanged_since: datetime | None = None) -> int:
     where = filter_clauses(f)
     if unchanged_since is not None:
         where.append(events.c.updated_at <= unchanged_since)
     return session.execute(select(func.count()).select_from(events).where(*where)).scalar_one()
 
 
-def insert_job(session: Session, *, job_id: str, filter: dict, rate: float, matched: int, cutoff: datetime,
+def insert_job(session: Connection, *, job_id: str, filter: dict, rate: float, matched: int, cutoff: datetime,
                actor: str, now: datetime) -> Row:
     return session.execute(requeue_jobs.insert().values(
         id=job_id, filter=filter, status=JobStatus.RUNNING.value, rate_per_second=rate, matched=matched,
@@ -46,16 +45,16 @@ def insert_job(session: Session, *, job_id: str, filter: dict, rate: float, matc
     ).returning(*requeue_jobs.c)).one()
 
 
-def get_job(session: Session, job_id: str) -> Row | None:
+def get_job(session: Connection, job_id: str) -> Row | None:
     return session.execute(select(requeue_jobs).where(requeue_jobs.c.id == job_id)).first()
 
 
-def running_job(session: Session) -> Row | None:
+def running_job(session: Connection) -> Row | None:
     return session.execute(select(requeue_jobs).where(requeue_jobs.c.status == JobStatus.RUNNING.value)
                            .order_by(requeue_jobs.c.created_at).limit(1)).first()
 
 
-def job_batch_ids(session: Session, f: NotificationFilter, *, after: str | None, cutoff: datetime,
+def job_batch_ids(session: Connection, f: NotificationFilter, *, after: str | None, cutoff: datetime,
                   limit: int) -> list[str]:
     """The next ``limit`` matching rows in id order that have not changed since the job began."""
     where = [*filter_clauses(f), events.c.updated_at <= cutoff]
@@ -64,7 +63,7 @@ def job_batch_ids(session: Session, f: NotificationFilter, *, after: str | None,
     return list(session.execute(select(events.c.id).where(*where).order_by(events.c.id).limit(limit)).scalars())
 
 
-def advance_job(session: Session, job_id: str, *, cursor: str, requeued: int, skipped: int,
+def advance_job(session: Connection, job_id: str, *, cursor: str, requeued: int, skipped: int,
                 now: datetime) -> Row | None:
     """Record progress; None when the job is no longer running (cancelled meanwhile)."""
     return session.execute(
@@ -76,20 +75,20 @@ def advance_job(session: Session, job_id: str, *, cursor: str, requeued: int, sk
     ).first()
 
 
-def finish_job(session: Session, job_id: str, *, now: datetime) -> Row | None:
+def finish_job(session: Connection, job_id: str, *, now: datetime) -> Row | None:
     """Done: every matched row not requeued was skipped because it changed state meanwhile."""
     return session.execute(
         update(requeue_jobs)
         .where(requeue_jobs.c.id == job_id, requeue_jobs.c.status == JobStatus.RUNNING.value)
         .values(status=JobStatus.DONE.value, updated_at=now, finished_at=now,
                 skipped=func.greatest(requeue_jobs.c.matched - requeue_jobs.c.requeued, requeue_jobs.c.skipped)
-                if session.get_bind().dialect.name == "postgresql"
+                if session.dialect.name == "postgresql"
                 else func.max(requeue_jobs.c.matched - requeue_jobs.c.requeued, requeue_jobs.c.skipped))
         .returning(*requeue_jobs.c)
     ).first()
 
 
-def cancel_job(session: Session, job_id: str, *, now: datetime) -> Row | None:
+def cancel_job(session: Connection, job_id: str, *, now: datetime) -> Row | None:
     return session.execute(
         update(requeue_jobs)
         .where(requeue_jobs.c.id == job_id, requeue_jobs.c.status == JobStatus.RUNNING.value)
@@ -98,7 +97,7 @@ def cancel_job(session: Session, job_id: str, *, now: datetime) -> Row | None:
     ).first()
 
 
-def stale_jobs(session: Session, *, older_than: datetime) -> list[str]:
+def stale_jobs(session: Connection, *, older_than: datetime) -> list[str]:
     """Running jobs that made no progress since ``older_than`` (their worker died): to resume."""
     return list(session.execute(select(requeue_jobs.c.id).where(
         requeue_jobs.c.status == JobStatus.RUNNING.value, requeue_jobs.c.updated_at < older_than)).scalars())

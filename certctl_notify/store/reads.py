@@ -6,8 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Row, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Row, func, select
 
 from certctl_notify.model import Status, events
 
@@ -55,7 +54,7 @@ def filter_clauses(f: NotificationFilter) -> list:
 
 
 def list_notifications(
-    session: Session, f: NotificationFilter, *, page: int, per_page: int
+    session: Connection, f: NotificationFilter, *, page: int, per_page: int
 ) -> tuple[int, Sequence[Row]]:
     """(true filtered total, one page) in the stable order ``created_at DESC, id DESC``."""
     where = filter_clauses(f)
@@ -67,7 +66,7 @@ def list_notifications(
     return total, rows
 
 
-def summary(session: Session, *, now: datetime) -> dict:
+def summary(session: Connection, *, now: datetime) -> dict:
     """Counts per status, the oldest pending row's age and the retries due now, in one query."""
     is_pending = events.c.status == Status.PENDING.value
     due = (events.c.status == Status.FAILED.value) & (events.c.next_retry_at <= now)
