@@ -9,6 +9,7 @@ from sqlalchemy import Connection, Row, func, select, update
 
 from certctl_notify.model import events
 from certctl_notify.model_ops import JobStatus, audit_log, requeue_jobs
+from certctl_notify.store import statements
 from certctl_notify.store.reads import NotificationFilter, filter_clauses
 
 __all__ = [
@@ -19,8 +20,8 @@ __all__ = [
 
 def add_audit(session: Connection, *, at: datetime, actor: str, action: str, target: str, detail: dict | None = None,
               request_id: str | None = None) -> None:
-    session.execute(audit_log.insert().values(at=at, actor=actor, action=action, target=target, detail=detail,
-                                              request_id=request_id))
+    session.execute(statements.insert_audit(), {"at": at, "actor": actor, "action": action, "target": target,
+                                                "detail": detail, "request_id": request_id})
 
 
 def list_audit(session: Connection, *, page: int, per_page: int) -> tuple[int, Sequence[Row]]:

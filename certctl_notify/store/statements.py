@@ -12,6 +12,7 @@ from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from certctl_notify.model import TRANSITIONS, Status, attempts, events
+from certctl_notify.model_ops import audit_log
 
 _UNDELIVERED = [Status.PENDING.value, Status.FAILED.value]
 
@@ -89,3 +90,8 @@ def leased_transition(name: str, *columns: str):
                 **{column: bindparam(f"b_{column}") for column in columns})
         .returning(*events.c)
     )
+
+
+@functools.cache
+def insert_audit():
+    return audit_log.insert()
