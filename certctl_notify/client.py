@@ -65,13 +65,16 @@ def enqueue_alert(
     moment = now()
     with sessions.begin() as session:
         for row in alert.rows(moment):
-            inserted = store.insert_notification(session, row)
+            if actor is None:
+                inserted = store.insert_notification(session, row)
+            else:
+                inserted = store.insert_notification_audited(session, row, {
+                    "at": moment, "actor": actor.name, "action": "enqueue", "request_id": actor.request_id,
+                    "detail": {"channel": row["channel"], "type": row["type"]}})
             if inserted is None:
                 results.append(Enqueued(store.get_by_dedupe_key(session, row["dedupe_key"]), created=False))
             else:
                 results.append(Enqueued(inserted, created=True))
-                record_audit(session, actor, "enqueue", inserted.id, moment, {"channel": inserted.channel,
-                                                                        "type": inserted.type})
     for result in results:
         if result.created:
             dispatch_quietly(dispatcher, result.row.id, 1)

@@ -89,11 +89,9 @@ class Delivery:
     def record_sent(self, row: Row, attempt: Attempt, sent: Sent) -> bool:
         moment = self.now()
         with self.sessions.begin() as session:
-            seconds = store.finish_attempt(
-                session, attempt.notification_id, attempt=attempt.number, task_id=attempt.task_id, now=moment,
-                outcome=Outcome.SENT, status_code=sent.status_code, attempt_id=row.attempt_id,
-                started_at=row.updated_at)
-            done = store.mark_sent(session, attempt.notification_id, token=attempt.token, now=moment)
+            done, seconds = store.record_sent(
+                session, attempt.notification_id, token=attempt.token, now=moment, attempt_id=row.attempt_id,
+                started_at=row.updated_at, status_code=sent.status_code)
         self.metrics.attempt(done, Outcome.SENT, seconds)
         self._log(row, attempt, Outcome.SENT, applied=done is not None, code=sent.status_code)
         return done is not None

@@ -17,7 +17,8 @@ from certctl_notify.model import TRANSITIONS, Outcome, Status, attempts, events
 from certctl_notify.store import statements
 
 __all__ = [
-    "insert_notification", "get_by_dedupe_key", "get", "list_attempts", "claim", "finish_attempt",
+    "insert_notification", "insert_notification_audited", "record_sent", "get_by_dedupe_key", "get",
+    "list_attempts", "claim", "finish_attempt",
     "mark_sent", "mark_failed", "mark_dead", "requeue", "requeue_many", "mark_read", "count_by_status",
     "try_sweep_lock", "due_for_redispatch", "mark_dispatched",
 ]
@@ -56,6 +57,19 @@ def _transition(session: Connection, name: str, notification_id: str, *where, **
 def insert_notification(session: Connection, row: dict) -> Row | None:
     """Insert a new row; None when its ``dedupe_key`` already exists (the caller returns that row)."""
     return session.execute(statements.insert_notification(session.dialect.name), row).first()
+
+
+def insert_notification_audited(session: Connection, row: dict, audit: dict) -> Row | None:
+    """`insert_notification` plus its audit entry (``at, actor, action, detail, request_id``), in one
+    statement on PostgreSQL; None when the dedupe key existed (and nothing was audited)."""
+    if session.dialect.name != "postgresql":
+        inserted = insert_notification(session, row)
+        if inserted is not None:
+            session.execute(statements.insert_audit(), {**audit, "target": inserted.id})
+        return inserted
+    params = {f"v_{column}": row[column] for column in statements.INTAKE_COLUMNS}
+    params.update({f"a_{key}": value for key, value in audit.items()})
+    return session.execute(statements.insert_notification_with_audit(), params).first()
 
 
 def get_by_dedupe_key(session: Connection, key: str) -> Row | None:
@@ -161,6 +175,27 @@ def mark_sent(session: Connection, notification_id: str, *, token: str, now: dat
     stmt = statements.leased_transition("deliver_sent", "sent_at", "next_retry_at", "last_error", "updated_at")
     return session.execute(stmt, {"b_id": notification_id, "b_token": token, "b_sent_at": now,
                                   "b_next_retry_at": None, "b_last_error": None, "b_updated_at": now}).first()
+
+
+def record_sent(
+    session: Connection, notification_id: str, *, token: str, now: datetime, attempt_id: int,
+    started_at: datetime, status_code: int | None,
+) -> tuple[Row | None, float]:
+    """Close the attempt record as sent and mark the row sent (one statement on PostgreSQL).
+
+    Returns:
+        (the sent row, or None when the claim was lost; the attempt's duration in seconds)
+    """
+    seconds = max(0.0, (now - started_at).total_seconds())
+    if session.dialect.name != "postgresql":
+        finish_attempt(session, notification_id, attempt=0, task_id=None, now=now, outcome=Outcome.SENT,
+                       status_code=status_code, attempt_id=attempt_id, started_at=started_at)
+        return mark_sent(session, notification_id, token=token, now=now), seconds
+    row = session.execute(statements.sent_with_attempt(), {
+        "b_attempt_id": attempt_id, "b_finished_at": now, "b_status_code": status_code,
+        "b_duration_ms": int(seconds * 1000), "b_id": notification_id, "b_token": token, "b_sent_at": now,
+        "b_next_retry_at": None, "b_last_error": None, "b_updated_at": now}).first()
+    return row, seconds
 
 
 def mark_failed(

@@ -95,3 +95,46 @@ def leased_transition(name: str, *columns: str):
 @functools.cache
 def insert_audit():
     return audit_log.insert()
+
+
+@functools.cache
+def sent_with_attempt():
+    """PostgreSQL: close the attempt record and mark the row sent in one statement."""
+    finished = (
+        update(attempts)
+        .where(attempts.c.id == bindparam("b_attempt_id"))
+        .values(finished_at=bindparam("b_finished_at"), outcome="sent", status_code=bindparam("b_status_code"),
+                duration_ms=bindparam("b_duration_ms"))
+        .cte("finished")
+    )
+    return leased_transition("deliver_sent", "sent_at", "next_retry_at", "last_error", "updated_at").add_cte(finished)
+
+
+#: The columns intake writes (`certctl_notify.alerts.Alert.rows`).
+INTAKE_COLUMNS = ("id", "type", "certificate_id", "channel", "recipient", "subject", "message", "severity", "status",
+                  "retry_count", "dedupe_key", "created_at", "updated_at", "dispatched_at")
+
+
+@functools.cache
+def insert_notification_with_audit():
+    """PostgreSQL: the new row and its audit entry in one statement; no row back = the key existed
+    (and then no audit entry is written either)."""
+    inserted = (
+        postgresql.insert(events)
+        .values({c: bindparam(f"v_{c}", type_=events.c[c].type) for c in INTAKE_COLUMNS})
+        .on_conflict_do_nothing(index_elements=[events.c.dedupe_key])
+        .returning(*events.c)
+        .cte("inserted")
+    )
+    audited = (
+        audit_log.insert()
+        .from_select(
+            ["at", "actor", "action", "target", "detail", "request_id"],
+            select(bindparam("a_at", type_=audit_log.c.at.type), bindparam("a_actor", type_=audit_log.c.actor.type),
+                   bindparam("a_action", type_=audit_log.c.action.type), inserted.c.id,
+                   bindparam("a_detail", type_=audit_log.c.detail.type),
+                   bindparam("a_request_id", type_=audit_log.c.request_id.type)),
+        )
+        .cte("audited")
+    )
+    return select(inserted).add_cte(audited)
