@@ -36,84 +36,6 @@ class NoPublish:
         pass
 
 
-class CoreSessions:
-    """Experiment: ``sessions.begin()`` yielding a Core ``Connection`` (no ORM Session) — the store
-    functions used by delivery only call ``.execute``, so they run unchanged on it."""
-
-    def __init__(self, engine):
-        self.engine = engine
-
-    def begin(self):
-        return self.engine.begin()
-
-
-CLAIM_FUSED = """
-WITH c AS (
-    UPDATE notification_events
-       SET lease_owner = :token, lease_expires_at = :lease_until, updated_at = :now
-     WHERE id = :id AND status IN ('pending', 'failed') AND retry_count = :failures
-       AND (lease_expires_at IS NULL OR lease_expires_at < :now)
- RETURNING *
-), a AS (
-    INSERT INTO notification_attempts (notification_id, attempt, started_at, worker, task_id)
-    SELECT id, :attempt, :now, :worker, :task_id FROM c
- RETURNING id AS attempt_id
-)
-SELECT c.*, a.attempt_id FROM c, a
-"""
-
-RECORD_SENT_FUSED = """
-WITH s AS (
-    UPDATE notification_events
-       SET status = 'sent', sent_at = :now, next_retry_at = NULL, last_error = NULL,
-           lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
-     WHERE id = :id AND status IN ('pending', 'failed') AND lease_owner = :token
- RETURNING id
-), f AS (
-    UPDATE notification_attempts
-       SET finished_at = :now, outcome = 'sent', status_code = :code,
-           duration_ms = GREATEST(0, (EXTRACT(EPOCH FROM (:now - started_at)) * 1000)::int)
-     WHERE id = :attempt_id AND finished_at IS NULL
- RETURNING id
-)
-SELECT count(*) FROM s
-"""
-
-
-def fused_delivery(engine, base):
-    """Experiment: claim = 1 statement (UPDATE … RETURNING + INSERT in one CTE), record = 1 statement
-    (both UPDATEs in one CTE, the attempt row addressed by the id the claim returned), Core
-    connections. Same guards as certctl_notify.store; written here only to measure the gain."""
-    from datetime import timedelta
-
-    from sqlalchemy import text
-
-    from certctl_notify.delivery import Delivery
-
-    claim_sql, record_sql = text(CLAIM_FUSED), text(RECORD_SENT_FUSED)
-
-    class Fused(Delivery):
-        def claim(self, attempt):
-            now = self.now()
-            with self.sessions.begin() as conn:
-                return conn.execute(claim_sql, {
-                    "id": attempt.notification_id, "token": attempt.token, "now": now,
-                    "lease_until": now + timedelta(seconds=self.lease_seconds),
-                    "failures": attempt.number - 1,
-                    "attempt": attempt.number, "worker": attempt.worker, "task_id": attempt.task_id,
-                }).first()
-
-        def record_sent(self, row, attempt, sent):
-            with self.sessions.begin() as conn:
-                applied = conn.execute(record_sql, {
-                    "id": attempt.notification_id, "token": attempt.token, "now": self.now(),
-                    "code": sent.status_code, "attempt_id": row.attempt_id,
-                }).scalar_one()
-            return applied == 1
-
-    return Fused(CoreSessions(engine), base.channels, base.policy, lease_seconds=base.lease_seconds)
-
-
 def instrument(engine) -> Counter:
     from sqlalchemy import event
 
@@ -214,7 +136,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--no-pre-ping", "--experiments", action="store_true", dest="no_pre_ping",
-                        help="also measure: no pre-ping, Core connections, one statement per step")
+                        help="also measure without the pool pre-ping")
     args = parser.parse_args(argv)
 
     from sqlalchemy import create_engine, text
@@ -247,7 +169,7 @@ def main(argv=None) -> int:
         engines.append(runtime._engine)
         counts = instrument(runtime._engine)
 
-        runs = 3 + (3 if args.no_pre_ping else 0)
+        runs = 2 + (1 if args.no_pre_ping else 0)
         total = args.count * runs + 20
         t0 = time.perf_counter()
         ids = []
@@ -272,24 +194,6 @@ def main(argv=None) -> int:
             measure(experiment, chunks[1][:20], counts2, "warm-up")
             measure(experiment, chunks[1][20:], counts2, "experiment: pool_pre_ping=False")
 
-            core = Delivery(CoreSessions(engine), delivery.channels, delivery.policy,
-                            lease_seconds=settings.worker.lease_seconds)
-            measure(core, chunks[2][:20], counts2, "warm-up")
-            measure(core, chunks[2][20:], counts2,
-                    "experiment: no pre-ping + Core connection instead of ORM Session")
-
-            fused = fused_delivery(engine, delivery)
-            measure(fused, chunks[3][:20], counts2, "warm-up")
-            measure(fused, chunks[3][20:], counts2,
-                    "experiment: no pre-ping + Core + one statement per step (claim CTE, record CTE)")
-            with engine.connect() as conn:
-                check = conn.execute(text(
-                    "SELECT count(*) FILTER"
-                    " (WHERE e.status = 'sent' AND a.outcome = 'sent' AND a.duration_ms >= 0)"
-                    " FROM notification_events e JOIN notification_attempts a ON a.notification_id = e.id"
-                    " WHERE e.id = ANY(:ids)"), {"ids": chunks[3]}).scalar_one()
-            print(f"  (fused experiment sanity check: {check}/{len(chunks[3])} rows sent "
-                  "with a closed attempt)")
 
 
         pool = delivery.channels["Webhook"]._http._client._transport._pool
