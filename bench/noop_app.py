@@ -56,3 +56,31 @@ def noop() -> None:
     if _redis is None:
         _redis = redis.Redis.from_url(settings.broker_url)
     _redis.incr(COUNTER_KEY)
+
+
+#: Name of the "delivery without bookkeeping" task: the same signed webhook POST, no database.
+POST_TASK = "bench.post"
+POST_COUNTER_KEY = "certctl_bench:post_done"
+_webhook = None  # the real Webhook channel, built once per pool process
+
+
+@app.task(name=POST_TASK, acks_late=True, reject_on_worker_lost=True)
+def post(i: int) -> None:
+    """Send what a delivery sends — the real Webhook channel (SSRF guard, signature, pooled httpx
+    client, capped read, classification) — with none of the bookkeeping (no claim, no record), then
+    finish observably like ``noop``. The gap between this and a notification is what the database
+    bookkeeping costs; the gap between ``noop`` and this is the HTTP delivery itself."""
+    global _redis, _webhook
+    from datetime import UTC, datetime
+
+    from certctl_notify.channels import build_channels
+    from certctl_notify.channels.base import Notification
+
+    if _webhook is None:
+        _webhook = build_channels(settings)["Webhook"]
+        _redis = redis.Redis.from_url(settings.broker_url)
+    _webhook.send(Notification(
+        id=f"notif_bench_{i}", type="ExpirationWarning", channel="Webhook", recipient="",
+        subject="Expiration warning", message=f"bench certificate {i} expires soon", severity="warning",
+        certificate_id=f"bench-{i}", created_at=datetime.now(UTC), attempt=1))
+    _redis.incr(POST_COUNTER_KEY)

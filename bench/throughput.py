@@ -544,6 +544,33 @@ class Bench:
         worker.stop()
         return result
 
+    def phase_c(self) -> dict:
+        """The same webhook POST from a Celery task with no bookkeeping: what delivery alone costs."""
+        from bench.noop_app import POST_COUNTER_KEY, POST_TASK
+        from certctl_notify.dispatch import DELIVERY_QUEUE
+        from certctl_notify.producer import make_producer
+
+        env = self.env()
+        producer = make_producer(REDIS_URL)
+        worker = self.start_worker("bench.noop_app", env)
+
+        def done() -> int:
+            return int(self.redis.get(POST_COUNTER_KEY) or 0)
+
+        def publish(i):
+            producer.send_task(POST_TASK, args=[i], queue=DELIVERY_QUEUE)
+
+        warm = self.args.warmup
+        for i in range(warm):
+            publish(i)
+        wait_until(lambda: done() >= warm, self.args.start_timeout,
+                   "the post worker to run its warm-up tasks", worker)
+        self.redis.delete(POST_COUNTER_KEY)
+        meter = CpuMeter(worker=worker, receiver=self.receiver, dbname=self.dbname)
+        result = self._timed_run("webhook posts", publish, done, worker, meter)
+        worker.stop()
+        return result
+
     # -- report --
 
     def run(self) -> dict:
@@ -591,12 +618,19 @@ class Bench:
         b = self.phase_b()
         self._print_phase(b, "no-op tasks")
 
+        print("phase C: webhook posts without bookkeeping (send_task → bench.post: same channel, no database) …",
+              flush=True)
+        c = self.phase_c()
+        self._print_phase(c, "webhook posts")
+
         ratio = a["rate_per_s"] / b["rate_per_s"]
         print()
         print(f"notifications/s      : {a['rate_per_s']:,.1f}   "
               f"(enqueue alone {a['produce_rate_per_s']:,.1f}/s)")
         print(f"no-op tasks/s        : {b['rate_per_s']:,.1f}   "
               f"(publish alone {b['produce_rate_per_s']:,.1f}/s)")
+        print(f"webhook posts/s      : {c['rate_per_s']:,.1f}   (same channel, no bookkeeping; "
+              f"notifications ÷ posts = {a['rate_per_s'] / c['rate_per_s']:.3f})")
         print(f"ratio                : {ratio:.3f}   target {TARGET_RATIO} "
               f"({'met' if ratio >= TARGET_RATIO else 'NOT met'})")
         print(f"environment          : {info['cores']} cores, concurrency {info['concurrency']}, "
@@ -607,6 +641,8 @@ class Bench:
             "noop_per_s": round(b["rate_per_s"], 2),
             "noop_publish_per_s": round(b["produce_rate_per_s"], 2),
             "ratio": round(ratio, 4),
+            "webhook_posts_per_s": round(c["rate_per_s"], 2),
+            "ratio_to_posts": round(a["rate_per_s"] / c["rate_per_s"], 4),
             "target_ratio": TARGET_RATIO,
             "notifications_elapsed_s": round(a["elapsed_s"], 3),
             "noop_elapsed_s": round(b["elapsed_s"], 3),
