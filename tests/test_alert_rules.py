@@ -2,7 +2,7 @@
 and quiet on the healthy ones, each with a summary and a runbook section that exists, and built only on
 metric names that the code exports.
 
-promtool comes from Debian's ``prometheus`` package (.ci/run installs it); without it these tests fail.
+promtool comes from Debian's ``prometheus`` package (scripts/install-test-tools installs it); without it these tests fail.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ REQUIRED = {"CertctlNotifyDeadLetters", "CertctlNotifyDeadLettersGrowing", "Cert
 def promtool(*args: str) -> subprocess.CompletedProcess:
     binary = shutil.which("promtool")
     if binary is None:
-        pytest.fail("promtool is not installed: apt-get install prometheus (as .ci/run does)")
+        pytest.fail("promtool is not installed: run scripts/install-test-tools")
     return subprocess.run([binary, *args], cwd=RULES_DIR, capture_output=True, text=True, timeout=60)
 
 
