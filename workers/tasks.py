@@ -23,7 +23,8 @@ def _attempt_number(args, kwargs) -> int:
 
 
 def register_tasks(app: Celery, runtime: Runtime) -> None:
-    """Attach the three tasks to ``app``; they reach the database and channels through ``runtime``."""
+    """Attach deliver, enqueue, bulk_requeue and sweep to ``app``; they reach the database and channels
+    through ``runtime``."""
     dispatcher = CeleryDispatcher(app)
     policy = runtime.policy
 
