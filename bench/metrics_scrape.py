@@ -115,7 +115,7 @@ def main() -> int:
                                       "CERTCTL_AUTH_TYPE": "none", "CERTCTL_METRICS_DIR": metrics_dir})
             app = create_app(settings)  # this process becomes a multiprocess-mode API process
             write_pool_counters(args.processes)
-            engine = app.extensions["certctl"].sessions.kw["bind"]
+            engine = app.extensions["certctl"].sessions.engine
             statements = []
             event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
             client = app.test_client()
