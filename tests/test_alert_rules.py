@@ -2,7 +2,8 @@
 and quiet on the healthy ones, each with a summary and a runbook section that exists, and built only on
 metric names that the code exports.
 
-promtool comes from Debian's ``prometheus`` package (scripts/install-test-tools installs it); without it these tests fail.
+promtool comes from Debian's ``prometheus`` package (scripts/install-test-tools installs it); without it
+these tests fail.
 """
 
 from __future__ import annotations
