@@ -49,7 +49,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.throughput import PG_ADMIN_URL, BenchError, OverallTimeout  # noqa: E402
+from bench.common import ScratchDatabase, run_cleanup  # noqa: E402
+from bench.throughput import BenchError, OverallTimeout  # noqa: E402
 
 #: Loopback only; db 13 is this benchmark's (throughput.py uses 12, the tests start at 9).
 REDIS_DB = 13
@@ -380,16 +381,14 @@ class CpuMeter:
 class Bench:
     def __init__(self, args):
         self.args = args
-        self.dbname = f"certctl_bench_{uuid.uuid4().hex[:10]}"
-        self.database_url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{self.dbname}"
+        self.db = ScratchDatabase()
+        self.dbname, self.database_url = self.db.name, self.db.url
         self.tmp = Path(tempfile.mkdtemp(prefix="certctl-bench-api-"))
         self.api_key = f"bench-{uuid.uuid4().hex}"
         self.owner_token = f"bench/api_latency.py pid {os.getpid()} {uuid.uuid4().hex}"
-        self.admin = None
         self.engine = None
         self.redis = None
         self.redis_claimed = False
-        self.db_created = False
         self.servers: dict[str, Server] = {}
         self.failed = False
         self.client = None
@@ -404,9 +403,8 @@ class Bench:
 
     def setup(self) -> None:
         import redis
-        from sqlalchemy import create_engine, text
+        from sqlalchemy import create_engine
 
-        from certctl_notify.migrate import upgrade
 
         self.client = self.args.client
         if self.client == "auto":
@@ -419,11 +417,7 @@ class Bench:
             raise BenchError(f"Redis db {REDIS_DB} is taken ({REDIS_OWNER_KEY} = {owner!r}); try again later")
         self.redis_claimed = True
         self._flush_redis(keep_claim=True)
-        self.admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-        with self.admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{self.dbname}"'))
-        self.db_created = True
-        upgrade(self.database_url)
+        self.db.create()
         self.engine = create_engine(self.database_url)
         env = self.env()
         for name, app in self.targets.items():
@@ -444,25 +438,13 @@ class Bench:
             ("dispose engine", lambda: self.engine and self.engine.dispose()),
             (f"flush redis db {REDIS_DB}", lambda: self.redis_claimed and self._flush_redis(keep_claim=False)),
             ("close redis", lambda: self.redis and self.redis.close()),
-            ("drop database", self._drop_database),
+            ("drop database", self.db.drop),
         ]
-        for name, step in steps:
-            try:
-                step()
-            except Exception as exc:  # keep cleaning up; say what was left behind
-                print(f"cleanup: {name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        run_cleanup(steps)
         if self.failed or self.args.keep_logs:
             print(f"gunicorn logs kept in {self.tmp}", file=sys.stderr)
         else:
             shutil.rmtree(self.tmp, ignore_errors=True)
-
-    def _drop_database(self) -> None:
-        from sqlalchemy import text
-
-        if self.admin is not None and self.db_created:
-            with self.admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)'))
-            self.admin.dispose()
 
     def env(self) -> dict:
         """The production environment, pointed at the bench's services (no other CERTCTL_* or
@@ -575,7 +557,7 @@ class Bench:
         from importlib.metadata import version
 
         self.setup()
-        with self.admin.connect() as conn:
+        with self.db.admin.connect() as conn:
             pg_version = conn.exec_driver_sql("SHOW server_version").scalar()
         info = {
             "cores": os.cpu_count(), "workers": self.args.workers, "connections": self.args.connections,

@@ -33,12 +33,11 @@ if str(ROOT) not in sys.path:
 from sqlalchemy import create_engine, event, text  # noqa: E402
 
 from api.app import create_app  # noqa: E402
+from bench.common import ScratchDatabase  # noqa: E402
 from certctl_notify.config import load_settings  # noqa: E402
 from certctl_notify.metrics import Metrics  # noqa: E402
-from certctl_notify.migrate import upgrade  # noqa: E402
 from certctl_notify.model import Outcome  # noqa: E402
 
-PG_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/12"
 TARGET_MS = 50.0
 #: Share of each status in the loaded table (the rest is ``sent``).
@@ -100,13 +99,10 @@ def main() -> int:
     parser.add_argument("--scrapes", type=int, default=50)
     parser.add_argument("--processes", type=int, default=4, help="forked processes whose counters are merged")
     args = parser.parse_args()
-    dbname = f"certctl_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{dbname}"'))
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{dbname}"
+    db = ScratchDatabase()
+    url = db.url
     try:
-        upgrade(url)
+        db.create()
         started = time.perf_counter()
         load_rows(url, args.rows)
         print(f"loaded {args.rows} rows in {time.perf_counter() - started:.1f} s")
@@ -131,9 +127,7 @@ def main() -> int:
                 assert response.status_code == 200
             per_scrape = len(statements) / args.scrapes
     finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)'))
-        admin.dispose()
+        db.drop()
     timings.sort()
     p50 = statistics.median(timings)
     p95 = timings[min(len(timings) - 1, round(0.95 * len(timings)) - 1)]

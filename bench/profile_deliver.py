@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.throughput import PG_ADMIN_URL, WEBHOOK_SECRET, Receiver, alert_fields  # noqa: E402
+from bench.common import ScratchDatabase  # noqa: E402
+from bench.throughput import WEBHOOK_SECRET, Receiver, alert_fields  # noqa: E402
 
 
 class NoPublish:
@@ -139,25 +140,21 @@ def main(argv=None) -> int:
                         help="also measure without the pool pre-ping")
     args = parser.parse_args(argv)
 
-    from sqlalchemy import create_engine, text
 
     from certctl_notify.client import enqueue_alert
     from certctl_notify.config import load_settings
     from certctl_notify.db import make_engine, make_sessions
     from certctl_notify.delivery import Delivery
-    from certctl_notify.migrate import upgrade
     from workers.runtime import Runtime
 
     global DBNAME
-    dbname = DBNAME = f"certctl_bench_{uuid.uuid4().hex[:10]}"
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{dbname}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{dbname}"'))
+    db = ScratchDatabase()
+    DBNAME = db.name
+    url = db.url
     receiver = None
     engines = []
     try:
-        upgrade(url)
+        db.create()
         receiver = Receiver()
         settings = load_settings({
             "CERTCTL_DATABASE_URL": url, "CERTCTL_BROKER_URL": "redis://127.0.0.1:6379/12",
@@ -209,9 +206,7 @@ def main(argv=None) -> int:
             receiver.stop()
         for engine in engines:
             engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)'))
-        admin.dispose()
+        db.drop()
     return 0
 
 

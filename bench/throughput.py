@@ -31,7 +31,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -39,9 +38,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.common import ScratchDatabase, run_cleanup  # noqa: E402
+
 #: Every service the benchmark talks to is on the loopback interface; nothing here is configurable
 #: to point elsewhere.
-PG_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/12"
 #: How often completion is polled, in seconds.
 POLL_SECONDS = 0.2
@@ -295,15 +295,13 @@ def alert_fields(tag: str, i: int) -> dict:
 class Bench:
     def __init__(self, args):
         self.args = args
-        self.dbname = f"certctl_bench_{uuid.uuid4().hex[:10]}"
-        self.database_url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{self.dbname}"
+        self.db = ScratchDatabase()
+        self.dbname, self.database_url = self.db.name, self.db.url
         self.tmp = Path(tempfile.mkdtemp(prefix="certctl-bench-"))
-        self.admin = None
         self.redis = None
         self.receiver: Receiver | None = None
         self.workers: list[Worker] = []
         self.engines: list = []
-        self.db_created = False
         self.failed = False
         self.results: dict = {}
 
@@ -311,17 +309,11 @@ class Bench:
 
     def setup(self) -> None:
         import redis
-        from sqlalchemy import create_engine, text
 
-        from certctl_notify.migrate import upgrade
 
         self.redis = redis.Redis.from_url(REDIS_URL, socket_timeout=10)
         self.redis.flushdb()
-        self.admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-        with self.admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{self.dbname}"'))
-        self.db_created = True
-        upgrade(self.database_url)
+        self.db.create()
         self.receiver = Receiver()
 
     def cleanup(self) -> None:
@@ -330,25 +322,13 @@ class Bench:
             ("stop receiver", lambda: self.receiver and self.receiver.stop()),
             ("dispose engines", lambda: [e.dispose() for e in self.engines]),
             ("flush redis db 12", lambda: self.redis and (self.redis.flushdb(), self.redis.close())),
-            ("drop database", self._drop_database),
+            ("drop database", self.db.drop),
         ]
-        for name, step in steps:
-            try:
-                step()
-            except Exception as exc:  # keep cleaning up; say what was left behind
-                print(f"cleanup: {name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        run_cleanup(steps)
         if self.failed or self.args.keep_logs:
             print(f"worker logs kept in {self.tmp}", file=sys.stderr)
         else:
             shutil.rmtree(self.tmp, ignore_errors=True)
-
-    def _drop_database(self) -> None:
-        from sqlalchemy import text
-
-        if self.admin is not None and self.db_created:
-            with self.admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)'))
-            self.admin.dispose()
 
     def env(self) -> dict:
         """The production environment, pointed at the bench's services (no other CERTCTL_* leaks in)."""
@@ -486,7 +466,7 @@ class Bench:
                    worker)
 
         meter = CpuMeter(worker=worker, receiver=self.receiver, dbname=self.dbname)
-        stats_before = pg_stats(self.admin, self.dbname)
+        stats_before = pg_stats(self.db.admin, self.dbname)
         polls = [0]
 
         def progress():
@@ -501,7 +481,7 @@ class Bench:
         )
         worker.stop()
         time.sleep(1.2)  # let PostgreSQL publish the exited backends' statistics
-        stats_after = pg_stats(self.admin, self.dbname)
+        stats_after = pg_stats(self.db.admin, self.dbname)
         result["pg"] = {k: stats_after[k] - stats_before[k] for k in stats_after}
         result["polls"] = polls[0]
         with engine.connect() as conn:
@@ -579,7 +559,7 @@ class Bench:
 
         self.setup()
         probe = self.receiver.probe()
-        with self.admin.connect() as conn:
+        with self.db.admin.connect() as conn:
             pg_version = conn.exec_driver_sql("SHOW server_version").scalar()
         info = {
             "cores": os.cpu_count(),

@@ -84,6 +84,25 @@ def enqueue_alert(
     return results
 
 
+def _operator_transition(sessions: Transactions, transition, action: str, notification_id: str,
+                         actor: Actor | None, moment: datetime, *, refused) -> Row:
+    """Apply one guarded store transition and audit it in the same transaction.
+
+    Raises:
+        NotFound: unknown id.
+        WrongState: the transition did not apply; ``refused(current_row)`` says why.
+    """
+    with sessions.begin() as session:
+        row = transition(session, notification_id, now=moment)
+        if row is not None:
+            record_audit(session, actor, action, notification_id, moment)
+            return row
+        current = store.get(session, notification_id)
+    if current is None:
+        raise NotFound(f"notification {notification_id} does not exist")
+    raise WrongState(refused(current))
+
+
 class NotFound(LookupError):
     """Raised when no notification has the given id."""
 
@@ -107,20 +126,15 @@ def requeue(
         NotFound: unknown id.
         WrongState: not dead/failed, or an attempt is in progress right now; nothing changed.
     """
-    moment = now()
-    with sessions.begin() as session:
-        row = store.requeue(session, notification_id, now=moment)
-        if row is None:
-            current = store.get(session, notification_id)
-        else:
-            record_audit(session, actor, "requeue", notification_id, moment)
-    if row is None:
-        if current is None:
-            raise NotFound(f"notification {notification_id} does not exist")
-        sources = ", ".join(sorted(TRANSITIONS["requeue"][0]))
-        if current.status in TRANSITIONS["requeue"][0]:
-            raise WrongState(f"notification {notification_id} has an attempt in progress; try again shortly")
-        raise WrongState(f"notification {notification_id} is {current.status}; only {sources} rows can be requeued")
+    row = _operator_transition(
+        sessions, store.requeue, "requeue", notification_id, actor, now(),
+        refused=lambda current: (
+            f"notification {notification_id} has an attempt in progress; try again shortly"
+            if current.status in TRANSITIONS["requeue"][0]
+            else f"notification {notification_id} is {current.status}; only "
+                 f"{', '.join(sorted(TRANSITIONS['requeue'][0]))} rows can be requeued"
+        ),
+    )
     log.info("requeued %s (%s) by %s", notification_id, row.channel, actor.name if actor else "operator")
     metrics.requeued("single")
     dispatch_quietly(dispatcher, notification_id, 1)
@@ -137,17 +151,12 @@ def mark_read(
         NotFound: unknown id.
         WrongState: pending or failed (marking it read would cancel its delivery), or already read.
     """
-    moment = now()
-    with sessions.begin() as session:
-        row = store.mark_read(session, notification_id, now=moment)
-        if row is None:
-            current = store.get(session, notification_id)
-        else:
-            record_audit(session, actor, "mark_read", notification_id, moment)
-    if row is None:
-        if current is None:
-            raise NotFound(f"notification {notification_id} does not exist")
-        raise WrongState(f"notification {notification_id} is {current.status}; only sent or dead rows can be "
-                         "marked read (a pending or failed one would never be delivered)")
+    row = _operator_transition(
+        sessions, store.mark_read, "mark_read", notification_id, actor, now(),
+        refused=lambda current: (
+            f"notification {notification_id} is {current.status}; only sent or dead rows can be marked read "
+            "(a pending or failed one would never be delivered)"
+        ),
+    )
     log.info("marked %s read by %s", notification_id, actor.name if actor else "operator")
     return row
