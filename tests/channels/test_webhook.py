@@ -20,7 +20,7 @@ from certctl_notify.channels.http import OutboundHttp
 from certctl_notify.channels.webhook import WebhookChannel
 from certctl_notify.config import OutboundSettings
 from certctl_notify.errors import PermanentError, TransientError
-from tests.support.receiver import Answer, RawPeer, Receiver, read_request
+from tests.support.receiver import Answer, RawPeer, headers_of, port_of, read_request
 
 SECRET = "whsec_" + base64.b64encode(b"the-current-webhook-secret").decode()
 ROTATED = "whsec_" + base64.b64encode(b"the-next-webhook-secret!!").decode()
@@ -51,31 +51,6 @@ def make_channel():
     yield make
     for http in clients:
         http.close()
-
-
-@pytest.fixture(scope="module")
-def _receivers():
-    """Receivers shared by this module's tests (stopping one takes half a second)."""
-    started = [Receiver().start(), Receiver().start()]
-    yield started
-    for r in started:
-        r.stop()
-
-
-@pytest.fixture
-def receiver(_receivers):
-    """A real receiver on 127.0.0.1 with no requests and no scripts yet."""
-    _receivers[0].reset()
-    return _receivers[0]
-
-
-def port_of(receiver) -> int:
-    return receiver.server.server_address[1]
-
-
-def headers_of(got) -> dict:
-    """A received request's headers by lower-case name (HTTP names are case-insensitive)."""
-    return {name.lower(): value for name, value in got.headers.items()}
 
 
 # --- signing and the request a receiver sees ---------------------------------------------------

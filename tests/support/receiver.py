@@ -168,3 +168,12 @@ def read_request(conn: socket.socket) -> bytes:
             break
         body += chunk
     return head + b"\r\n\r\n" + body
+
+
+def port_of(receiver) -> int:
+    return receiver.server.server_address[1]
+
+
+def headers_of(got) -> dict:
+    """A received request's headers by lower-case name (HTTP names are case-insensitive)."""
+    return {name.lower(): value for name, value in got.headers.items()}
