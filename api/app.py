@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from flask import Flask
 
 from certctl_notify.config import Settings, load_settings
-from certctl_notify.db import make_engine, make_sessions
+from certctl_notify.db import make_sessions
 from certctl_notify.dispatch import CeleryDispatcher, Dispatcher
 from certctl_notify.metrics import for_process, scrape_registry
 from certctl_notify.producer import make_producer
@@ -37,7 +37,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     app.config["CERTCTL"] = settings
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     producer = make_producer(settings.broker_url)
-    sessions = make_sessions(make_engine(settings.database_url))
+    sessions = make_sessions(settings.database_url)
     metrics = for_process(settings.metrics_dir, "api")
     app.extensions["certctl"] = Deps(
         sessions=sessions,

@@ -6,8 +6,7 @@ in-process, on the same services as ``bench/throughput.py`` (fresh PostgreSQL da
 
 No Celery here: it calls ``workers.runtime.Runtime(settings).delivery`` exactly as the task body
 does, counts SQL statements, transactions, pool check-outs and pre-pings per delivery, prints
-wall and CPU time per step, then a cProfile of the same loop summed by package. ``--no-pre-ping``
-repeats the measurement with ``pool_pre_ping=False`` (an experiment; production code is untouched).
+wall and CPU time per step, then a cProfile of the same loop summed by package.
 """
 
 from __future__ import annotations
@@ -37,21 +36,24 @@ class NoPublish:
         pass
 
 
-def instrument(engine) -> Counter:
+def instrument(*engines) -> Counter:
+    """Count statements, commits, rollbacks, pool check-outs and pings on ``engines`` (the
+    transactional engine and the autocommit one of `certctl_notify.db.Transactions`)."""
     from sqlalchemy import event
 
     counts: Counter = Counter()
-    event.listen(engine, "before_cursor_execute", lambda *a, **k: counts.update(["statements"]))
-    event.listen(engine, "commit", lambda *a: counts.update(["commits"]))
-    event.listen(engine, "rollback", lambda *a: counts.update(["rollbacks"]))
-    event.listen(engine.pool, "checkout", lambda *a: counts.update(["checkouts"]))
-    ping = engine.dialect.do_ping
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", lambda *a, **k: counts.update(["statements"]))
+        event.listen(engine, "commit", lambda *a: counts.update(["commits"]))
+        event.listen(engine, "rollback", lambda *a: counts.update(["rollbacks"]))
+        event.listen(engine.pool, "checkout", lambda *a: counts.update(["checkouts"]))
+        ping = engine.dialect.do_ping
 
-    def counted_ping(dbapi_connection):
-        counts.update(["pre_pings"])
-        return ping(dbapi_connection)
+        def counted_ping(dbapi_connection, ping=ping):
+            counts.update(["pings"])
+            return ping(dbapi_connection)
 
-    engine.dialect.do_ping = counted_ping
+        engine.dialect.do_ping = counted_ping
     return counts
 
 
@@ -136,15 +138,10 @@ def by_package(profile: cProfile.Profile, n: int) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=1000)
-    parser.add_argument("--no-pre-ping", "--experiments", action="store_true", dest="no_pre_ping",
-                        help="also measure without the pool pre-ping")
     args = parser.parse_args(argv)
-
 
     from certctl_notify.client import enqueue_alert
     from certctl_notify.config import load_settings
-    from certctl_notify.db import make_engine, make_sessions
-    from certctl_notify.delivery import Delivery
     from workers.runtime import Runtime
 
     global DBNAME
@@ -163,10 +160,10 @@ def main(argv=None) -> int:
         })
         runtime = Runtime(settings)
         delivery = runtime.delivery
-        engines.append(runtime._engine)
-        counts = instrument(runtime._engine)
+        engines.append(runtime.sessions)
+        counts = instrument(*runtime.sessions.engines)
 
-        runs = 2 + (1 if args.no_pre_ping else 0)
+        runs = 2
         total = args.count * runs + 20
         t0 = time.perf_counter()
         ids = []
@@ -181,17 +178,7 @@ def main(argv=None) -> int:
 
         measure(delivery, ids[:20], counts, "warm-up")
         chunks = [ids[20 + k * args.count: 20 + (k + 1) * args.count] for k in range(runs)]
-        measure(delivery, chunks[0], counts, "production settings (pool_pre_ping=True)")
-        if args.no_pre_ping:
-            engine = make_engine(url, pool_pre_ping=False)
-            engines.append(engine)
-            experiment = Delivery(make_sessions(engine), delivery.channels, delivery.policy,
-                                  lease_seconds=settings.worker.lease_seconds)
-            counts2 = instrument(engine)
-            measure(experiment, chunks[1][:20], counts2, "warm-up")
-            measure(experiment, chunks[1][20:], counts2, "experiment: pool_pre_ping=False")
-
-
+        measure(delivery, chunks[0], counts, "production settings")
 
         pool = delivery.channels["Webhook"]._http._client._transport._pool
         print(f"\nhttpx: {len(pool.connections)} pooled connection(s) after all deliveries "

@@ -424,15 +424,15 @@ class Bench:
 
         from certctl_notify.client import enqueue_alert
         from certctl_notify.config import load_settings
-        from certctl_notify.db import make_engine, make_sessions
+        from certctl_notify.db import make_sessions
         from certctl_notify.dispatch import CeleryDispatcher
         from certctl_notify.producer import make_producer
 
         env = self.env()
         settings = load_settings(env)
-        engine = make_engine(settings.database_url)
-        self.engines.append(engine)
-        sessions = make_sessions(engine)
+        sessions = make_sessions(settings.database_url)
+        self.engines.append(sessions)
+        engine = sessions.engine
         dispatcher = CeleryDispatcher(make_producer(settings.broker_url))
         worker = self.start_worker("workers.app", env)
 

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError, DisconnectionError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: How long SQLite waits for another writer before failing, in seconds (embedded mode only).
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
+#: A pooled PostgreSQL connection idle for longer than this is pinged before it is handed out.
+#: Idle connections are the ones a server restart, an idle timeout or a firewall can have cut; a
+#: connection in continuous use is not pinged (a ping is a round trip and a server transaction).
+PING_AFTER_IDLE_SECONDS = 1.0
 
 
 def make_engine(database_url: str, **kwargs) -> Engine:
@@ -38,25 +51,98 @@ def make_engine(database_url: str, **kwargs) -> Engine:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
-    return create_engine(database_url, **kwargs)
+    engine = create_engine(database_url, **kwargs)
+    _ping_after_idle(engine, PING_AFTER_IDLE_SECONDS)
+    return engine
+
+
+def _ping_after_idle(engine: Engine, idle_seconds: float) -> None:
+    """SQLAlchemy's ``pool_pre_ping``, limited to connections that sat idle in the pool.
+
+    A connection that fails the ping is replaced before anyone uses it (DisconnectionError makes the
+    pool reconnect). One in continuous use that dies anyway (the server restarted a moment ago) fails
+    its statement, and SQLAlchemy then discards every pooled connection of that engine; the guarded
+    delivery statements retry once for that case (`retry_on_disconnect`).
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _mark_idle(_dbapi_connection, record):
+        if record is not None:
+            record.info["certctl_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_connection, record, _proxy):
+        since = record.info.get("certctl_idle_since")
+        if since is None or time.monotonic() - since <= idle_seconds:
+            return  # new, or in use a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            raise DisconnectionError(f"pooled connection failed its ping: {exc}") from exc
+
+
+def retry_on_disconnect(work: Callable[[], T], what: str) -> T:
+    """Run ``work`` once more when its pooled connection turned out to be dead.
+
+    Only for guarded statements (claims and outcome records): if the first run did commit before its
+    connection died, the second finds its guard false and changes nothing.
+    """
+    try:
+        return work()
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        log.warning("%s: the database connection was lost (%s); retrying once on a new connection",
+                    what, type(exc.orig).__name__)
+        return work()
 
 
 class Transactions:
     """Opens one short transaction at a time: ``with transactions.begin() as conn:`` commits on exit
-    and rolls back on an exception.
+    and rolls back on an exception; ``with transactions.statement() as conn:`` for a lone statement.
 
     The store runs Core statements only, so a Core `Connection` serves where an ORM Session would
     add its unit-of-work bookkeeping to every call on the delivery hot path for nothing.
     """
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, autocommit: Engine | None = None):
         self.engine = engine
+        self._autocommit = autocommit
 
     def begin(self) -> AbstractContextManager[Connection]:
         return self.engine.begin()
 
+    def statement(self) -> AbstractContextManager[Connection]:
+        """A connection for work that PostgreSQL runs as ONE statement (a data-modifying CTE, an
+        INSERT … RETURNING): atomic by itself, so it runs in autocommit, one round trip instead of
+        three (BEGIN, the statement, COMMIT). On SQLite, where the store may split the same work into
+        two statements, it is an ordinary transaction."""
+        if self._autocommit is None:
+            return self.engine.begin()
+        return self._autocommit.connect()
 
-def make_sessions(engine: Engine) -> Transactions:
-    """The transaction factory the API, workers and CLI pass down to the store."""
-    return Transactions(engine)
+    @property
+    def engines(self) -> tuple[Engine, ...]:
+        """Every engine this factory holds (for instrumentation)."""
+        return (self.engine,) if self._autocommit is None else (self.engine, self._autocommit)
+
+    def dispose(self, close: bool = True) -> None:
+        """Drop every pooled connection; ``close=False`` in a forked child, whose parent still owns
+        the sockets."""
+        self.engine.dispose(close=close)
+        if self._autocommit is not None:
+            self._autocommit.dispose(close=close)
+
+
+def make_sessions(database_url: str, **engine_kwargs) -> Transactions:
+    """The transaction factory the API, workers and CLI pass down to the store.
+
+    On PostgreSQL it holds a second engine whose connections stay in autocommit for `statement`:
+    switching one pooled connection back and forth would cost a ``SET`` round trip per use.
+    """
+    engine = make_engine(database_url, **engine_kwargs)
+    autocommit = None
+    if engine.dialect.name == "postgresql":
+        # Nothing to roll back on check-in: every statement committed itself.
+        autocommit = make_engine(database_url, isolation_level="AUTOCOMMIT", pool_reset_on_return=None, **engine_kwargs)
+    return Transactions(engine, autocommit)

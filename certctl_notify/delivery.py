@@ -17,7 +17,7 @@ from sqlalchemy import Row
 
 from certctl_notify import store
 from certctl_notify.channels.base import Channel, Notification, Sent, UnconfiguredChannel
-from certctl_notify.db import Transactions
+from certctl_notify.db import Transactions, retry_on_disconnect
 from certctl_notify.errors import DeliveryError, PermanentError, TransientError
 from certctl_notify.metrics import NO_METRICS, Recorder
 from certctl_notify.model import Outcome, utcnow
@@ -63,11 +63,14 @@ class Delivery:
 
     def claim(self, attempt: Attempt) -> Row | None:
         """Claim the row for this attempt; None when a duplicate or stale message found nothing to do."""
-        with self.sessions.begin() as session:
-            row = store.claim(
-                session, attempt.notification_id, attempt=attempt.number, token=attempt.token, now=self.now(),
-                lease_seconds=self.lease_seconds, worker=attempt.worker, task_id=attempt.task_id,
-            )
+        def claim() -> Row | None:
+            with self.sessions.statement() as session:
+                return store.claim(
+                    session, attempt.notification_id, attempt=attempt.number, token=attempt.token, now=self.now(),
+                    lease_seconds=self.lease_seconds, worker=attempt.worker, task_id=attempt.task_id,
+                )
+
+        row = retry_on_disconnect(claim, f"{attempt.notification_id} attempt {attempt.number}: claim")
         if row is None:
             log.info("%s attempt %d: nothing to claim (already done, superseded or in progress elsewhere)",
                      attempt.notification_id, attempt.number)
@@ -88,10 +91,14 @@ class Delivery:
 
     def record_sent(self, row: Row, attempt: Attempt, sent: Sent) -> bool:
         moment = self.now()
-        with self.sessions.begin() as session:
-            done, seconds = store.record_sent(
-                session, attempt.notification_id, token=attempt.token, now=moment, attempt_id=row.attempt_id,
-                started_at=row.updated_at, status_code=sent.status_code)
+
+        def record() -> tuple[Row | None, float]:
+            with self.sessions.statement() as session:
+                return store.record_sent(
+                    session, attempt.notification_id, token=attempt.token, now=moment, attempt_id=row.attempt_id,
+                    started_at=row.updated_at, status_code=sent.status_code)
+
+        done, seconds = retry_on_disconnect(record, f"{attempt.notification_id} attempt {attempt.number}: record sent")
         self.metrics.attempt(done, Outcome.SENT, seconds)
         self._log(row, attempt, Outcome.SENT, applied=done is not None, code=sent.status_code)
         return done is not None

@@ -15,7 +15,7 @@ import redis
 from sqlalchemy import create_engine, text
 
 from certctl_notify.config import load_settings
-from certctl_notify.db import make_engine, make_sessions
+from certctl_notify.db import make_sessions
 from certctl_notify.migrate import upgrade
 from certctl_notify.producer import make_producer
 from tests.support.receiver import Receiver
@@ -47,19 +47,25 @@ def database_url():
 
 
 @pytest.fixture(scope="session")
-def engine(database_url):
-    engine = make_engine(database_url)
-    yield engine
-    engine.dispose()
+def transactions(database_url):
+    """The test database's transaction factory, shared by the whole session (one set of pools)."""
+    transactions = make_sessions(database_url)
+    yield transactions
+    transactions.dispose()
+
+
+@pytest.fixture(scope="session")
+def engine(transactions):
+    return transactions.engine
 
 
 @pytest.fixture
-def sessions(engine):
+def sessions(transactions):
     """A session factory on the test database, emptied before each test (workers in other processes
     commit for real, so an outer rolled-back transaction cannot isolate these tests)."""
-    with engine.begin() as conn:
+    with transactions.begin() as conn:
         conn.execute(text("TRUNCATE notification_attempts, notification_events, requeue_jobs, audit_log"))
-    return make_sessions(engine)
+    return transactions
 
 
 #: Key that marks a Redis db as taken by one test run (several runs may share this machine's Redis).

@@ -6,7 +6,7 @@ import socket
 
 from certctl_notify.channels import build_channels
 from certctl_notify.config import Settings
-from certctl_notify.db import make_engine, make_sessions
+from certctl_notify.db import make_sessions
 from certctl_notify.delivery import Delivery
 from certctl_notify.metrics import Metrics
 from certctl_notify.retry import RetryPolicy
@@ -19,7 +19,6 @@ class Runtime:
         self.settings = settings
         self.policy = RetryPolicy.from_settings(settings.retry)
         self.hostname = socket.gethostname()
-        self._engine = None
         self._sessions = None
         self._delivery = None
         self._metrics = None
@@ -34,8 +33,7 @@ class Runtime:
     @property
     def sessions(self):
         if self._sessions is None:
-            self._engine = make_engine(self.settings.database_url)
-            self._sessions = make_sessions(self._engine)
+            self._sessions = make_sessions(self.settings.database_url)
         return self._sessions
 
     @property
@@ -50,6 +48,6 @@ class Runtime:
     def after_fork(self) -> None:
         """In a new pool process: drop the parent's pooled connections without closing them (the
         parent still owns the sockets) and build fresh channels (their HTTP pools too)."""
-        if self._engine is not None:
-            self._engine.dispose(close=False)
+        if self._sessions is not None:
+            self._sessions.dispose(close=False)
         self._delivery = None

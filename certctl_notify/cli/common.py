@@ -16,9 +16,9 @@ def settings_or_exit() -> Settings:
 
 
 def sessions_for(settings: Settings):
-    from certctl_notify.db import make_engine, make_sessions
+    from certctl_notify.db import make_sessions
 
-    return make_sessions(make_engine(settings.database_url))
+    return make_sessions(settings.database_url)
 
 
 def dispatcher_for(settings: Settings):

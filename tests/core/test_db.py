@@ -1,0 +1,99 @@
+"""Pooled PostgreSQL connections: lone statements commit themselves, and a connection the server cut
+(restart, idle timeout, pg_terminate_backend) neither fails a delivery nor makes it send twice."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from certctl_notify import client, store
+from certctl_notify.channels import build_channels
+from certctl_notify.db import PING_AFTER_IDLE_SECONDS, make_sessions
+from certctl_notify.delivery import Attempt, Delivery
+from certctl_notify.retry import RetryPolicy
+from tests.support.rows import row_of
+
+ALERT = {"type": "Revocation", "channel": "Webhook", "message": "certificate revoked"}
+
+
+class NoBroker:
+    def dispatch(self, notification_id: str, attempt: int) -> None:
+        pass
+
+
+@pytest.fixture
+def own(database_url, sessions):
+    """A transaction factory of its own (fresh pools) on the emptied test database."""
+    transactions = make_sessions(database_url)
+    yield transactions
+    transactions.dispose()
+
+
+def backend_pids(transactions) -> set[int]:
+    """The server processes behind every connection the factory holds in its pools."""
+    pids = set()
+    for engine in transactions.engines:
+        for record in list(engine.pool._pool.queue):
+            if record.dbapi_connection is not None:
+                pids.add(record.dbapi_connection.info.backend_pid)
+    return pids
+
+
+def cut(engine, pids: set[int]) -> None:
+    """What a server restart or an idle-session timeout does to these connections."""
+    with engine.connect() as conn:
+        for pid in pids:
+            assert conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar()
+        conn.commit()
+
+
+def test_a_lone_statement_is_committed_for_every_other_connection(own, sessions):
+    with own.statement() as conn:
+        inserted = store.insert_notification(conn, {"id": "notif_db1", "type": "Revocation", "channel": "Webhook",
+                                                     "recipient": "", "message": "m", "status": "pending",
+                                                     "retry_count": 0})
+    assert inserted is not None
+    assert row_of(sessions, "notif_db1").status == "pending"
+
+
+def test_a_failing_lone_statement_leaves_nothing_behind(own, sessions):
+    with pytest.raises(DBAPIError), own.statement() as conn:
+        conn.execute(text("INSERT INTO notification_events (id, type, channel, message, status) "
+                          "VALUES ('notif_db2', 'Revocation', 'Webhook', 'm', 'no-such-status')"))
+    with sessions.begin() as conn:
+        assert conn.execute(text("SELECT count(*) FROM notification_events")).scalar() == 0
+
+
+def test_a_connection_cut_while_idle_is_replaced_before_anyone_uses_it(own, sessions, engine):
+    # Given an intake that left its connections pooled, which the server then cut
+    client.enqueue_alert(own, NoBroker(), ALERT)
+    cut(engine, backend_pids(own))
+    # When the next intake comes after the pool's idle threshold
+    time.sleep(PING_AFTER_IDLE_SECONDS + 0.2)
+    [result] = client.enqueue_alert(own, NoBroker(), ALERT)
+    # Then it succeeds on a fresh connection
+    assert row_of(sessions, result.row.id).status == "pending"
+
+
+def test_delivery_steps_survive_a_connection_cut_while_in_use(own, sessions, engine, receiver, settings):
+    # Given a row, and a delivery whose connections the server cuts right before each step
+    delivery = Delivery(own, build_channels(settings), RetryPolicy.from_settings(settings.retry), lease_seconds=30)
+    [result] = client.enqueue_alert(own, NoBroker(), {**ALERT, "certificate_id": "c-cut"})
+    attempt = Attempt(result.row.id, 1, "task-cut", "test")
+    # When every pooled connection dies between steps (too soon after use for the idle ping)
+    cut(engine, backend_pids(own))
+    row = delivery.claim(attempt)
+    sent = delivery.send(row, attempt)
+    cut(engine, backend_pids(own))
+    recorded = delivery.record_sent(row, attempt, sent)
+    # Then the claim and the outcome were each written once, and the alert was sent exactly once
+    assert recorded
+    done = row_of(sessions, result.row.id)
+    assert done.status == "sent" and done.lease_owner is None
+    assert len(receiver.for_key("c-cut")) == 1
+    with sessions.begin() as conn:
+        attempts = store.list_attempts(conn, result.row.id)
+    assert [(a.attempt, a.outcome) for a in attempts] == [(1, "sent")]
