@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from celery import Celery
 
+from certctl_notify.broker import transport_for
+
 
 def make_producer(broker_url: str) -> Celery:
     """A Celery app that only publishes by task name; building it opens no connection."""
     app = Celery("certctl_notify_producer", broker=broker_url, set_as_current=False)
     app.conf.update(
+        broker_transport=transport_for(broker_url),
         task_serializer="json",
         accept_content=["json"],
         broker_connection_retry_on_startup=True,
