@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Row
 
 from certctl_notify import store
 from certctl_notify.alerts import parse_alert
-from certctl_notify.db import Transactions
+from certctl_notify.db import Transactions, retry_on_disconnect
 from certctl_notify.dispatch import Dispatcher, dispatch_quietly
 from certctl_notify.metrics import NO_METRICS, Recorder
 from certctl_notify.model import TRANSITIONS, utcnow
@@ -57,26 +57,34 @@ def enqueue_alert(
 ) -> list[Enqueued]:
     """Validate, store one pending row per channel, commit, then publish each new row's first attempt.
 
+    A database connection found cut is retried once on a new one: if the first try did commit, the
+    retry fails on the row's primary key (an error, never a second row) and the sweep publishes it.
+
     Raises:
         ValidationError: on bad input; nothing is written.
     """
     alert = parse_alert(fields)
-    results: list[Enqueued] = []
     moment = now()
     rows = alert.rows(moment)
-    # One row is one statement (with its audit entry on PostgreSQL): no explicit transaction needed.
-    with (sessions.statement() if len(rows) == 1 else sessions.begin()) as session:
-        for row in rows:
-            if actor is None:
-                inserted = store.insert_notification(session, row)
-            else:
-                inserted = store.insert_notification_audited(session, row, {
-                    "at": moment, "actor": actor.name, "action": "enqueue", "request_id": actor.request_id,
-                    "detail": {"channel": row["channel"], "type": row["type"]}})
-            if inserted is None:
-                results.append(Enqueued(store.get_by_dedupe_key(session, row["dedupe_key"]), created=False))
-            else:
-                results.append(Enqueued(inserted, created=True))
+
+    def store_rows() -> list[Enqueued]:
+        results: list[Enqueued] = []
+        # One row is one statement (with its audit entry on PostgreSQL): no explicit transaction needed.
+        with (sessions.statement() if len(rows) == 1 else sessions.begin()) as session:
+            for row in rows:
+                if actor is None:
+                    inserted = store.insert_notification(session, row)
+                else:
+                    inserted = store.insert_notification_audited(session, row, {
+                        "at": moment, "actor": actor.name, "action": "enqueue", "request_id": actor.request_id,
+                        "detail": {"channel": row["channel"], "type": row["type"]}})
+                if inserted is None:
+                    results.append(Enqueued(store.get_by_dedupe_key(session, row["dedupe_key"]), created=False))
+                else:
+                    results.append(Enqueued(inserted, created=True))
+        return results
+
+    results = retry_on_disconnect(store_rows, f"enqueue {alert.type.value}")
     for result in results:
         if result.created:
             dispatch_quietly(dispatcher, result.row.id, 1)

@@ -78,6 +78,18 @@ def test_a_connection_cut_while_idle_is_replaced_before_anyone_uses_it(own, sess
     assert row_of(sessions, result.row.id).status == "pending"
 
 
+def test_intake_survives_a_connection_cut_while_in_use(own, sessions, engine):
+    # Given an intake that just used its pooled connection, which the server then cut
+    client.enqueue_alert(own, NoBroker(), ALERT)
+    cut(engine, backend_pids(own))
+    # When the next alert arrives at once (too soon for the idle ping)
+    [result] = client.enqueue_alert(own, NoBroker(), {**ALERT, "dedupe_key": "cut-1"})
+    # Then it is stored once, on a new connection
+    assert row_of(sessions, result.row.id).status == "pending"
+    with sessions.begin() as conn:
+        assert conn.execute(text("SELECT count(*) FROM notification_events WHERE dedupe_key = 'cut-1'")).scalar() == 1
+
+
 def test_delivery_steps_survive_a_connection_cut_while_in_use(own, sessions, engine, receiver, settings):
     # Given a row, and a delivery whose connections the server cuts right before each step
     delivery = Delivery(own, build_channels(settings), RetryPolicy.from_settings(settings.retry), lease_seconds=30)
