@@ -26,6 +26,7 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -419,7 +420,8 @@ class Bench:
             "other_cores": (cpu["all processes (system)"] - ours) / elapsed,
         }
 
-    def phase_a(self) -> dict:
+    def phase_a(self, tag: str) -> dict:
+        """Notifications tagged ``tag`` (their certificate_id prefix), so rounds never count each other's rows."""
         from sqlalchemy import text
 
         from certctl_notify.client import enqueue_alert
@@ -436,15 +438,15 @@ class Bench:
         dispatcher = CeleryDispatcher(make_producer(settings.broker_url))
         worker = self.start_worker("workers.app", env)
 
-        def count(status_sql: str, tag: str = "bench") -> int:
+        def count(status_sql: str, prefix: str) -> int:
             with engine.connect() as conn:
                 return conn.execute(text(
                     f"SELECT count(*) FROM notification_events"
                     f" WHERE {status_sql} AND certificate_id LIKE :t"),
-                    {"t": f"{tag}-%"}).scalar_one()
+                    {"t": f"{prefix}-%"}).scalar_one()
 
-        def check_no_failures(tag: str):
-            bad = count("status IN ('failed', 'dead')", tag)
+        def check_no_failures(prefix: str):
+            bad = count("status IN ('failed', 'dead')", prefix)
             if bad:
                 with engine.connect() as conn:
                     sample = conn.execute(text(
@@ -456,11 +458,11 @@ class Bench:
         # Warm-up (also the readiness check): boot, first DB/HTTP connections of every pool process.
         warm = self.args.warmup
         for i in range(warm):
-            enqueue_alert(sessions, dispatcher, alert_fields("warmup", i))
+            enqueue_alert(sessions, dispatcher, alert_fields(f"warmup{tag}", i))
 
         def warmed():
-            check_no_failures("warmup")
-            return count("status = 'sent'", "warmup") >= warm
+            check_no_failures(f"warmup{tag}")
+            return count("status = 'sent'", f"warmup{tag}") >= warm
 
         wait_until(warmed, self.args.start_timeout, "the delivery worker to deliver its warm-up alerts",
                    worker)
@@ -471,12 +473,12 @@ class Bench:
 
         def progress():
             polls[0] += 1
-            check_no_failures("bench")
-            return count("status = 'sent'")
+            check_no_failures(tag)
+            return count("status = 'sent'", tag)
 
         result = self._timed_run(
             "notifications",
-            lambda i: enqueue_alert(sessions, dispatcher, alert_fields("bench", i)),
+            lambda i: enqueue_alert(sessions, dispatcher, alert_fields(tag, i)),
             progress, worker, meter,
         )
         worker.stop()
@@ -490,7 +492,7 @@ class Bench:
                 "       percentile_cont(0.95) WITHIN GROUP (ORDER BY a.duration_ms) AS attempt_p95,"
                 "       count(*) AS attempts"
                 "  FROM notification_attempts a JOIN notification_events e ON e.id = a.notification_id"
-                " WHERE e.certificate_id LIKE 'bench-%'")).mappings().first()
+                " WHERE e.certificate_id LIKE :t"), {"t": f"{tag}-%"}).mappings().first()
             result["attempt_ms_p50"] = row["attempt_p50"]
             result["attempt_ms_p95"] = row["attempt_p95"]
             result["attempts"] = row["attempts"]
@@ -579,8 +581,61 @@ class Bench:
         print(f"receiver: {self.receiver.url}, answers ≥ {probe:,.0f} req/s "
               "(probe: 2 keep-alive clients)", flush=True)
 
+        rounds = []
+        for n in range(1, self.args.rounds + 1):
+            if self.args.rounds > 1:
+                print(f"round {n} of {self.args.rounds}", flush=True)
+            rounds.append(self._round(f"bench{n}", probe))
+        a, b, c = (self._median_phase([r[k] for r in rounds]) for k in "abc")
+        ratios = [r["a"]["rate_per_s"] / r["b"]["rate_per_s"] for r in rounds]
+        ratio = statistics.median(ratios)
+        print()
+        if len(rounds) > 1:
+            per_round = [f"{r['a']['rate_per_s']:,.1f}, {r['b']['rate_per_s']:,.1f}, {q:.3f}"
+                         for r, q in zip(rounds, ratios, strict=True)]
+            print("per round (notifications/s, no-op/s, ratio): " + "; ".join(per_round))
+            print("medians over the rounds (the ratio is the median of each round's own ratio):")
+        print(f"notifications/s      : {a['rate_per_s']:,.1f}   "
+              f"(enqueue alone {a['produce_rate_per_s']:,.1f}/s)")
+        print(f"no-op tasks/s        : {b['rate_per_s']:,.1f}   "
+              f"(publish alone {b['produce_rate_per_s']:,.1f}/s)")
+        print(f"webhook posts/s      : {c['rate_per_s']:,.1f}   (same channel, no bookkeeping; "
+              f"notifications ÷ posts = {a['rate_per_s'] / c['rate_per_s']:.3f})")
+        print(f"ratio                : {ratio:.3f}   target {TARGET_RATIO} "
+              f"({'met' if ratio >= TARGET_RATIO else 'NOT met'})")
+        print(f"environment          : {info['cores']} cores, concurrency {info['concurrency']}, "
+              f"count {info['count']}, rounds {len(rounds)}")
+        figures = {
+            "notifications_per_s": round(a["rate_per_s"], 2),
+            "enqueue_per_s": round(a["produce_rate_per_s"], 2),
+            "noop_per_s": round(b["rate_per_s"], 2),
+            "noop_publish_per_s": round(b["produce_rate_per_s"], 2),
+            "ratio": round(ratio, 4),
+            "ratios": [round(q, 4) for q in ratios],
+            "webhook_posts_per_s": round(c["rate_per_s"], 2),
+            "ratio_to_posts": round(a["rate_per_s"] / c["rate_per_s"], 4),
+            "target_ratio": TARGET_RATIO,
+            "notifications_elapsed_s": round(a["elapsed_s"], 3),
+            "noop_elapsed_s": round(b["elapsed_s"], 3),
+            "receiver_capacity_per_s": round(probe, 1),
+            "receiver_observed_per_s": round(a["receiver_requests"] / a["elapsed_s"], 1),
+            "worker_cpu_ms_per_notification": round(1000 * worker_cpu(a) / self.args.count, 3),
+            "worker_cpu_ms_per_noop": round(1000 * worker_cpu(b) / self.args.count, 3),
+            "other_load_cores_a": round(a["other_cores"], 2),
+            "other_load_cores_b": round(b["other_cores"], 2),
+            "attempt_ms_p50": a["attempt_ms_p50"],
+            "pg_commits_per_notification": round(a["pg"]["xact_commit"] / self.args.count, 3),
+            "rounds": len(rounds),
+            **info,
+        }
+        print(json.dumps(figures), flush=True)
+        return figures
+
+    def _round(self, tag: str, probe: float) -> dict:
+        """Phases A, B and C once, each printed as it ends; B and C right after A, so a machine whose
+        speed drifts is compared with itself."""
         print("phase A: notifications (enqueue_alert → workers.app deliver → receiver) …", flush=True)
-        a = self.phase_a()
+        a = self.phase_a(tag)
         observed = a["receiver_requests"] / a["elapsed_s"]
         self._print_phase(a, "notifications", extra=(
             f"  receiver       : {a['receiver_requests']} requests, {observed:,.0f} req/s "
@@ -597,47 +652,18 @@ class Bench:
         print("phase B: no-op tasks (send_task → bench.noop_app, same celery_config) …", flush=True)
         b = self.phase_b()
         self._print_phase(b, "no-op tasks")
-
         print("phase C: webhook posts without bookkeeping (send_task → bench.post: same channel, no database) …",
               flush=True)
         c = self.phase_c()
         self._print_phase(c, "webhook posts")
+        return {"a": a, "b": b, "c": c}
 
-        ratio = a["rate_per_s"] / b["rate_per_s"]
-        print()
-        print(f"notifications/s      : {a['rate_per_s']:,.1f}   "
-              f"(enqueue alone {a['produce_rate_per_s']:,.1f}/s)")
-        print(f"no-op tasks/s        : {b['rate_per_s']:,.1f}   "
-              f"(publish alone {b['produce_rate_per_s']:,.1f}/s)")
-        print(f"webhook posts/s      : {c['rate_per_s']:,.1f}   (same channel, no bookkeeping; "
-              f"notifications ÷ posts = {a['rate_per_s'] / c['rate_per_s']:.3f})")
-        print(f"ratio                : {ratio:.3f}   target {TARGET_RATIO} "
-              f"({'met' if ratio >= TARGET_RATIO else 'NOT met'})")
-        print(f"environment          : {info['cores']} cores, concurrency {info['concurrency']}, "
-              f"count {info['count']}")
-        figures = {
-            "notifications_per_s": round(a["rate_per_s"], 2),
-            "enqueue_per_s": round(a["produce_rate_per_s"], 2),
-            "noop_per_s": round(b["rate_per_s"], 2),
-            "noop_publish_per_s": round(b["produce_rate_per_s"], 2),
-            "ratio": round(ratio, 4),
-            "webhook_posts_per_s": round(c["rate_per_s"], 2),
-            "ratio_to_posts": round(a["rate_per_s"] / c["rate_per_s"], 4),
-            "target_ratio": TARGET_RATIO,
-            "notifications_elapsed_s": round(a["elapsed_s"], 3),
-            "noop_elapsed_s": round(b["elapsed_s"], 3),
-            "receiver_capacity_per_s": round(probe, 1),
-            "receiver_observed_per_s": round(a["receiver_requests"] / a["elapsed_s"], 1),
-            "worker_cpu_ms_per_notification": round(1000 * worker_cpu(a) / self.args.count, 3),
-            "worker_cpu_ms_per_noop": round(1000 * worker_cpu(b) / self.args.count, 3),
-            "other_load_cores_a": round(a["other_cores"], 2),
-            "other_load_cores_b": round(b["other_cores"], 2),
-            "attempt_ms_p50": a["attempt_ms_p50"],
-            "pg_commits_per_notification": round(a["pg"]["xact_commit"] / self.args.count, 3),
-            **info,
-        }
-        print(json.dumps(figures), flush=True)
-        return figures
+    @staticmethod
+    def _median_phase(results: list[dict]) -> dict:
+        """The round whose rate is the median (a real round, so its CPU and PostgreSQL figures belong
+        together); for an even number of rounds the lower middle one."""
+        ordered = sorted(results, key=lambda r: r["rate_per_s"])
+        return ordered[(len(ordered) - 1) // 2]
 
     def _print_phase(self, r: dict, what: str, extra=()) -> None:
         n = self.args.count
@@ -662,6 +688,8 @@ def main(argv=None) -> int:
     parser.add_argument("--count", type=int, default=5000, help="notifications, and no-op tasks, per phase")
     parser.add_argument("--concurrency", type=int, default=2, help="prefork pool size of each worker")
     parser.add_argument("--warmup", type=int, default=20, help="untimed items before each phase")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat phases A, B and C; report each round and the median ratio")
     parser.add_argument("--log-level", default="WARNING", help="CERTCTL_LOG_LEVEL of the workers")
     parser.add_argument("--timeout", type=float, default=600, help="seconds each timed phase may take")
     parser.add_argument("--start-timeout", type=float, default=60,
@@ -672,8 +700,8 @@ def main(argv=None) -> int:
     parser.add_argument("--keep-logs", action="store_true",
                         help="keep the worker logs (kept anyway on failure)")
     args = parser.parse_args(argv)
-    if args.count < 1 or args.concurrency < 1:
-        parser.error("--count and --concurrency must be at least 1")
+    if args.count < 1 or args.concurrency < 1 or args.rounds < 1:
+        parser.error("--count, --concurrency and --rounds must be at least 1")
 
     def on_alarm(*_):
         raise OverallTimeout(f"the run exceeded --max-seconds={args.max_seconds}")
