@@ -33,6 +33,10 @@ class Transport(kombu_redis.Transport):
     Channel = Channel
 
 
+def is_redis(broker_url: str) -> bool:
+    return broker_url.startswith(("redis://", "rediss://", "redis+socket://"))
+
+
 def transport_for(broker_url: str) -> str | None:
     """The transport to name in Celery's ``broker_transport``: ours for redis:// and rediss://,
     None (the URL's own) for anything else."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kombu import Queue
 
-from certctl_notify.broker import transport_for
+from certctl_notify.broker import is_redis, transport_for
 from certctl_notify.config import Settings
 from certctl_notify.dispatch import DELIVER_TASK, DELIVERY_QUEUE, SWEEP_TASK
 from certctl_notify.errors import ConfigError
@@ -17,10 +17,6 @@ def visibility_timeout(settings: Settings) -> float:
     return settings.worker.visibility_timeout_seconds or (
         settings.retry.cap_seconds + settings.worker.task_time_limit_seconds + VISIBILITY_MARGIN_SECONDS
     )
-
-
-def is_redis(broker_url: str) -> bool:
-    return broker_url.startswith(("redis://", "rediss://", "redis+socket://"))
 
 
 def celery_config(settings: Settings) -> dict:

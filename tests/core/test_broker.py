@@ -37,6 +37,7 @@ def test_a_published_delivery_is_the_message_stock_celery_reads(broker_url):
     message = json.loads(raw[0])
     assert message["headers"]["task"] == DELIVER_TASK
     assert message["headers"]["retries"] == 2
+    assert message["headers"]["argsrepr"] == "['notif_wire', 3]"  # what Flower shows
     body = json.loads(base64.b64decode(message["body"]))
     assert body[0] == ["notif_wire", 3]
 

@@ -55,6 +55,21 @@ def test_intake_whose_publish_was_lost_is_picked_up_by_the_sweep(
     assert len(receiver.for_key("c-lost-intake")) == 1
 
 
+def test_alerts_raised_while_no_worker_runs_are_delivered_when_one_starts(
+    sessions, receiver, make_env, start_worker, producer
+):
+    # Given alerts published while no worker has ever consumed (or declared) the delivery queue
+    results = [client.enqueue_alert(sessions, CeleryDispatcher(producer), alert(f"c-offline-{i}"))[0]
+               for i in range(3)]
+    # When a worker starts (no beat: the broker's own messages must be enough)
+    start_worker(make_env())
+    # Then each is delivered once
+    for result in results:
+        wait_for(lambda r=result: row_of(sessions, r.row.id).status == "sent", message="delivery after start")
+    for i in range(3):
+        assert len(receiver.for_key(f"c-offline-{i}")) == 1
+
+
 def test_worker_killed_mid_send_leaves_the_row_recoverable_not_stuck(
     sessions, receiver, make_env, start_worker, producer
 ):
