@@ -511,8 +511,8 @@ class Bench:
             return int(self.redis.get(COUNTER_KEY) or 0)
 
         def publish(_i):
-            # Same queue and publish call as CeleryDispatcher.dispatch (minus the args).
-            producer.send_task(NOOP_TASK, queue=DELIVERY_QUEUE)
+            # Same queue and publish options as CeleryDispatcher.dispatch on Redis (minus the args).
+            producer.send_task(NOOP_TASK, queue=DELIVERY_QUEUE, argsrepr="()", kwargsrepr="{}", declare=[])
 
         warm = self.args.warmup
         for i in range(warm):
@@ -540,7 +540,8 @@ class Bench:
             return int(self.redis.get(POST_COUNTER_KEY) or 0)
 
         def publish(i):
-            producer.send_task(POST_TASK, args=[i], queue=DELIVERY_QUEUE)
+            producer.send_task(POST_TASK, args=[i], queue=DELIVERY_QUEUE, argsrepr=f"[{i}]", kwargsrepr="{}",
+                               declare=[])
 
         warm = self.args.warmup
         for i in range(warm):
