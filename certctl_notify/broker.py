@@ -39,5 +39,6 @@ def is_redis(broker_url: str) -> bool:
 
 def transport_for(broker_url: str) -> str | None:
     """The transport to name in Celery's ``broker_transport``: ours for redis:// and rediss://,
-    None (the URL's own) for anything else."""
+    None (the URL's own) for anything else. (``redis+socket://`` names its transport in the URL,
+    which kombu lets win over ``broker_transport``.)"""
     return REDIS_TRANSPORT if broker_url.startswith(("redis://", "rediss://")) else None
