@@ -61,8 +61,8 @@ def _ping_after_idle(engine: Engine, idle_seconds: float) -> None:
 
     A connection that fails the ping is replaced before anyone uses it (DisconnectionError makes the
     pool reconnect). One in continuous use that dies anyway (the server restarted a moment ago) fails
-    its statement, and SQLAlchemy then discards every pooled connection of that engine; claim, record
-    and intake retry once for that case (`retry_on_disconnect`).
+    its statement, and SQLAlchemy then discards every pooled connection of that engine; the delivery
+    steps and intake retry once for that case (`retry_on_disconnect`).
     """
 
     @event.listens_for(engine, "checkin")
@@ -84,8 +84,8 @@ def _ping_after_idle(engine: Engine, idle_seconds: float) -> None:
 def retry_on_disconnect(work: Callable[[], T], what: str) -> T:
     """Run ``work`` once more when its pooled connection turned out to be dead.
 
-    Only for work that is safe to run twice: a guarded claim or outcome record (if the first run did
-    commit before its connection died, the second finds its guard false and changes nothing) or an
+    Only for work that is safe to run twice: a claim or an outcome record, guarded by the claim (if the
+    first run did commit before its connection died, the second finds its guard false) or an
     intake (the second run fails on the row's primary key instead of writing it twice).
     """
     try:

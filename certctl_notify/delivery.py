@@ -108,13 +108,18 @@ class Delivery:
         or None when the claim was lost (the execution that owns the row now schedules the retry)."""
         delay = self.policy.delay_for(attempt.number, exc.retry_after)
         moment = self.now()
-        with self.sessions.begin() as session:
-            seconds = store.finish_attempt(
-                session, attempt.notification_id, attempt=attempt.number, task_id=attempt.task_id, now=moment,
-                outcome=Outcome.RETRY, error_class="transient", error=str(exc), status_code=exc.status_code,
-                attempt_id=row.attempt_id, started_at=row.updated_at)
-            done = store.mark_failed(session, attempt.notification_id, token=attempt.token, failures=attempt.number,
-                                     next_retry_at=moment + timedelta(seconds=delay), error=str(exc), now=moment)
+
+        def record() -> tuple[float | None, Row | None]:
+            with self.sessions.begin() as session:
+                seconds = store.finish_attempt(
+                    session, attempt.notification_id, attempt=attempt.number, task_id=attempt.task_id, now=moment,
+                    outcome=Outcome.RETRY, error_class="transient", error=str(exc), status_code=exc.status_code,
+                    attempt_id=row.attempt_id, started_at=row.updated_at)
+                return seconds, store.mark_failed(
+                    session, attempt.notification_id, token=attempt.token, failures=attempt.number,
+                    next_retry_at=moment + timedelta(seconds=delay), error=str(exc), now=moment)
+
+        seconds, done = retry_on_disconnect(record, f"{attempt.notification_id} attempt {attempt.number}: record retry")
         self.metrics.attempt(done, Outcome.RETRY, seconds)
         self._log(row, attempt, Outcome.RETRY, applied=done is not None, code=exc.status_code,
                   error=str(exc), delay=delay)
@@ -125,12 +130,16 @@ class Delivery:
         claim was lost (another execution owns the row now)."""
         error_class = "permanent" if isinstance(exc, PermanentError) else "transient"
         moment = self.now()
-        with self.sessions.begin() as session:
-            seconds = store.finish_attempt(session, notification_id, attempt=attempt.number, task_id=attempt.task_id,
-                                           now=moment, outcome=Outcome.DEAD, error_class=error_class, error=str(exc),
-                                           status_code=exc.status_code)
-            row = store.mark_dead(session, notification_id, token=attempt.token, failures=attempt.number,
-                                  error=str(exc), now=moment)
+
+        def record() -> tuple[float | None, Row | None]:
+            with self.sessions.begin() as session:
+                seconds = store.finish_attempt(
+                    session, notification_id, attempt=attempt.number, task_id=attempt.task_id, now=moment,
+                    outcome=Outcome.DEAD, error_class=error_class, error=str(exc), status_code=exc.status_code)
+                return seconds, store.mark_dead(session, notification_id, token=attempt.token,
+                                                failures=attempt.number, error=str(exc), now=moment)
+
+        seconds, row = retry_on_disconnect(record, f"{notification_id} attempt {attempt.number}: record dead")
         self.metrics.attempt(row, Outcome.DEAD, seconds, error=exc)
         if row is not None:
             self._log(row, attempt, Outcome.DEAD, applied=True, code=exc.status_code, error=str(exc))

@@ -13,6 +13,7 @@ from certctl_notify import client, store
 from certctl_notify.channels import build_channels
 from certctl_notify.db import PING_AFTER_IDLE_SECONDS, make_sessions
 from certctl_notify.delivery import Attempt, Delivery
+from certctl_notify.errors import DeliveryError
 from certctl_notify.retry import RetryPolicy
 from tests.support.rows import row_of
 
@@ -109,3 +110,30 @@ def test_delivery_steps_survive_a_connection_cut_while_in_use(own, sessions, eng
     with sessions.begin() as conn:
         attempts = store.list_attempts(conn, result.row.id)
     assert [(a.attempt, a.outcome) for a in attempts] == [(1, "sent")]
+
+
+@pytest.mark.parametrize("answers, status", [([503], "failed"), ([410], "dead")])
+def test_failure_records_survive_a_connection_cut_while_in_use(own, sessions, engine, receiver, settings, answers,
+                                                               status):
+    # Given an attempt the receiver refuses (503: retry later; 410: never)
+    receiver.script(f"c-cut-{status}", answers)
+    delivery = Delivery(own, build_channels(settings), RetryPolicy.from_settings(settings.retry), lease_seconds=30)
+    [result] = client.enqueue_alert(own, NoBroker(), {**ALERT, "certificate_id": f"c-cut-{status}"})
+    attempt = Attempt(result.row.id, 1, f"task-cut-{status}", "test")
+    row = delivery.claim(attempt)
+    with pytest.raises(DeliveryError) as failure:
+        delivery.send(row, attempt)
+    # When the server cuts the connections (each used a moment ago) just before the outcome is written
+    with own.begin() as conn:
+        conn.execute(text("SELECT 1"))
+    cut(engine, backend_pids(own))
+    if status == "failed":
+        assert delivery.record_retry(row, attempt, failure.value) is not None
+    else:
+        assert delivery.record_dead(result.row.id, attempt, failure.value) is not None
+    # Then the outcome is on the row and in the attempt history, once
+    done = row_of(sessions, result.row.id)
+    assert (done.status, done.retry_count, done.lease_owner) == (status, 1, None)
+    with sessions.begin() as conn:
+        attempts = store.list_attempts(conn, result.row.id)
+    assert [(a.attempt, a.outcome) for a in attempts] == [(1, "retry" if status == "failed" else "dead")]
