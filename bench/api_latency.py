@@ -49,8 +49,17 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import ScratchDatabase, run_cleanup  # noqa: E402
-from bench.throughput import BenchError, OverallTimeout  # noqa: E402
+from bench.common import (  # noqa: E402
+    BenchError,
+    ScratchDatabase,
+    cpu_by_pid,
+    cpu_used,
+    process_tree,
+    run_cleanup,
+    run_guarded,
+    service_processes,
+    system_busy,
+)
 
 #: Loopback only; db 13 is this benchmark's (throughput.py uses 12, the tests start at 9).
 REDIS_DB = 13
@@ -153,15 +162,7 @@ class Server:
             raise BenchError(f"{self.name}: POST {PATH} answered {status}, not 202: {payload[:500]!r}")
 
     def processes(self):
-        import psutil
-
-        if self.proc is None or self.proc.poll() is not None:
-            return []
-        try:
-            main = psutil.Process(self.proc.pid)
-            return [main, *main.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
+        return process_tree(self.proc)
 
     def stop(self, timeout: float = 20) -> None:
         """Graceful stop (SIGTERM to the master); SIGKILL its own workers and itself if that hangs."""
@@ -318,9 +319,6 @@ def run_python(port: int, body: bytes, headers: dict, connections: int, warmup: 
 
 # --- CPU accounting -------------------------------------------------------------------------------
 
-_PG_BACKEND = re.compile(r"^postgres: \S+ \S+ (\d{1,3}(\.\d{1,3}){3}|\[local\]|[0-9a-f:]+)")
-
-
 class CpuMeter:
     """CPU seconds per component between two snapshots; the load generator is a waited-for child, so
     it is counted through RUSAGE_CHILDREN; PostgreSQL backends of other databases count as 'elsewhere'."""
@@ -331,43 +329,21 @@ class CpuMeter:
     def _groups(self) -> dict[str, list]:
         import psutil
 
+        services = service_processes(self.dbname)
         groups: dict[str, list] = {f"gunicorn {name}": s.processes() for name, s in self.servers.items()}
-        groups.update({"bench (this)": [psutil.Process()], "postgres (bench db)": [],
-                       "postgres (background)": [], "redis": []})
-        for p in psutil.process_iter(["name", "cmdline"]):
-            name, cmdline = p.info["name"] or "", " ".join(p.info["cmdline"] or [])
-            if name in ("postgres", "postmaster"):
-                if f" {self.dbname} " in f"{cmdline} ":
-                    groups["postgres (bench db)"].append(p)
-                elif not _PG_BACKEND.match(cmdline):  # checkpointer, WAL writer, … (they work for us too)
-                    groups["postgres (background)"].append(p)
-            elif name.startswith("redis-server"):
-                groups["redis"].append(p)
+        # backends of other databases are not ours: they count as "elsewhere"
+        groups.update({"bench (this)": [psutil.Process()], "postgres (bench db)": services["bench db"],
+                       "postgres (background)": services["background"], "redis": services["redis"]})
         return groups
 
     def snapshot(self) -> dict:
-        import psutil
-
-        per_pid: dict[str, dict[int, float]] = {}
-        for group, processes in self._groups().items():
-            per_pid[group] = {}
-            for p in processes:
-                try:
-                    t = p.cpu_times()
-                    per_pid[group][p.pid] = t.user + t.system
-                except (psutil.NoSuchProcess, psutil.AccessDenied):
-                    pass
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
-        total = psutil.cpu_times()
-        return {"groups": per_pid, "children": children.ru_utime + children.ru_stime,
-                "system_busy": sum(total) - total.idle - getattr(total, "iowait", 0.0), "at": time.monotonic()}
+        return {"groups": cpu_by_pid(self._groups()), "children": children.ru_utime + children.ru_stime,
+                "system_busy": system_busy(), "at": time.monotonic()}
 
     @staticmethod
     def diff(before: dict, after: dict) -> dict[str, float]:
-        out = {}
-        for group, pids in after["groups"].items():
-            start = before["groups"].get(group, {})
-            out[group] = sum(max(0.0, v - start.get(pid, 0.0)) for pid, v in pids.items())
+        out = cpu_used(before["groups"], after["groups"])
         out["load generator"] = after["children"] - before["children"]
         ours = sum(out.values())
         out["elsewhere"] = max(0.0, after["system_busy"] - before["system_busy"] - ours)
@@ -431,6 +407,10 @@ class Bench:
         self.redis.flushdb()
         if keep_claim:
             self.redis.set(REDIS_OWNER_KEY, self.owner_token, ex=self.args.max_seconds + 120)
+
+    def logs(self):
+        """(title, tail) of every gunicorn log, for a failure report."""
+        return [(f"gunicorn {server.name} log", server.log_tail()) for server in self.servers.values()]
 
     def cleanup(self) -> None:
         steps = [
@@ -694,32 +674,7 @@ def main(argv=None) -> int:
     if args.duration <= 0 or args.warmup < 0 or args.connections < 1 or args.workers < 1 or args.rounds < 1:
         parser.error("--duration, --connections, --workers and --rounds must be positive, --warmup ≥ 0")
 
-    def on_alarm(*_):
-        raise OverallTimeout(f"the run exceeded --max-seconds={args.max_seconds}")
-
-    def on_term(*_):
-        raise KeyboardInterrupt("SIGTERM")
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.signal(signal.SIGTERM, on_term)
-    signal.alarm(args.max_seconds)
-    bench = Bench(args)
-    try:
-        bench.run()
-        return 0
-    except (BenchError, OverallTimeout, KeyboardInterrupt) as exc:
-        bench.failed = True
-        print(f"benchmark failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        for server in bench.servers.values():
-            print(f"--- gunicorn {server.name} log (tail) ---\n{server.log_tail()}", file=sys.stderr)
-        return 1
-    except BaseException:
-        bench.failed = True
-        raise
-    finally:
-        signal.alarm(0)
-        bench.cleanup()
-
+    return run_guarded(Bench(args), args.max_seconds)
 
 if __name__ == "__main__":
     sys.exit(main())

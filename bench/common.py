@@ -1,7 +1,9 @@
-"""What every benchmark shares: the local PostgreSQL, and a throw-away database at Alembic head."""
+"""What every benchmark shares: a throw-away database at Alembic head, the run guard (overall alarm,
+clean-up, failure report) and per-process CPU accounting of the local services."""
 
 from __future__ import annotations
 
+import re
 import sys
 import uuid
 from collections.abc import Callable, Iterable
@@ -56,3 +58,116 @@ def run_cleanup(steps: Iterable[tuple[str, Callable[[], object]]]) -> bool:
             print(f"cleanup: {name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
             ok = False
     return ok
+
+
+# --- failing, running, measuring ------------------------------------------------------------------
+
+
+class BenchError(RuntimeError):
+    """The run cannot produce a figure (a process died, a wait timed out, rows went dead …)."""
+
+
+class OverallTimeout(BaseException):
+    """Raised by SIGALRM when the whole run exceeds ``--max-seconds``; cleanup still runs."""
+
+
+def run_guarded(bench, max_seconds: int) -> int:
+    """``bench.run()`` under an overall alarm, with SIGTERM as KeyboardInterrupt and ``bench.cleanup()``
+    always; a failed run prints why and the tails of ``bench.logs()`` ((title, text) pairs). Returns
+    the exit code."""
+    import signal
+
+    def on_alarm(*_):
+        raise OverallTimeout(f"the run exceeded --max-seconds={max_seconds}")
+
+    def on_term(*_):
+        raise KeyboardInterrupt("SIGTERM")
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.signal(signal.SIGTERM, on_term)
+    signal.alarm(max_seconds)
+    try:
+        bench.run()
+        return 0
+    except (BenchError, OverallTimeout, KeyboardInterrupt) as exc:
+        bench.failed = True
+        print(f"benchmark failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        for title, text in bench.logs():
+            print(f"--- {title} (tail) ---\n{text}", file=sys.stderr)
+        return 1
+    except BaseException:
+        bench.failed = True
+        raise
+    finally:
+        signal.alarm(0)
+        bench.cleanup()
+
+
+def process_tree(proc) -> list:
+    """The psutil processes of a running ``subprocess.Popen`` and all its descendants (main first)."""
+    import psutil
+
+    if proc is None or proc.poll() is not None:
+        return []
+    try:
+        main = psutil.Process(proc.pid)
+        return [main, *main.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+#: A PostgreSQL backend's process title: "postgres: <user> <database> <client address>".
+_PG_BACKEND = re.compile(r"^postgres: \S+ \S+ (\d{1,3}(\.\d{1,3}){3}|\[local\]|[0-9a-f:]+)")
+
+
+def service_processes(dbname: str) -> dict[str, list]:
+    """This machine's PostgreSQL and Redis processes: ``bench db`` (backends serving ``dbname``),
+    ``background`` (checkpointer, WAL writer … which work for every database), ``other backends``
+    and ``redis``."""
+    import psutil
+
+    groups: dict[str, list] = {"bench db": [], "background": [], "other backends": [], "redis": []}
+    for p in psutil.process_iter(["name", "cmdline"]):
+        name, cmdline = p.info["name"] or "", " ".join(p.info["cmdline"] or [])
+        if name in ("postgres", "postmaster"):
+            if f" {dbname} " in f"{cmdline} ":
+                groups["bench db"].append(p)
+            else:
+                groups["other backends" if _PG_BACKEND.match(cmdline) else "background"].append(p)
+        elif name.startswith("redis-server"):
+            groups["redis"].append(p)
+    return groups
+
+
+def cpu_by_pid(groups: dict[str, list]) -> dict[str, dict[int, float]]:
+    """CPU seconds so far (user + system) of every process, per group; vanished processes are skipped."""
+    import psutil
+
+    per_pid: dict[str, dict[int, float]] = {}
+    for group, processes in groups.items():
+        per_pid[group] = {}
+        for p in processes:
+            try:
+                t = p.cpu_times()
+                per_pid[group][p.pid] = t.user + t.system
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+    return per_pid
+
+
+def cpu_used(before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]) -> dict[str, float]:
+    """CPU seconds each group used between two `cpu_by_pid` snapshots (processes started meanwhile
+    count from zero)."""
+    out = {}
+    for group, pids in after.items():
+        start = before.get(group, {})
+        out[group] = sum(max(0.0, v - start.get(pid, 0.0)) for pid, v in pids.items())
+    return out
+
+
+def system_busy() -> float:
+    """CPU seconds all cores have spent busy since boot."""
+    import psutil
+
+    total = psutil.cpu_times()
+    return sum(total) - total.idle - getattr(total, "iowait", 0.0)

@@ -39,7 +39,17 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import ScratchDatabase, run_cleanup  # noqa: E402
+from bench.common import (  # noqa: E402
+    BenchError,
+    ScratchDatabase,
+    cpu_by_pid,
+    cpu_used,
+    process_tree,
+    run_cleanup,
+    run_guarded,
+    service_processes,
+    system_busy,
+)
 
 #: Every service the benchmark talks to is on the loopback interface; nothing here is configurable
 #: to point elsewhere.
@@ -50,14 +60,6 @@ POLL_SECONDS = 0.2
 TARGET_RATIO = 0.5
 #: A Standard Webhooks secret, so deliveries are signed as in production.
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"certctl-bench-webhook-secret-01").decode()
-
-
-class BenchError(RuntimeError):
-    """The run cannot produce a figure (a worker died, a wait timed out, rows went dead …)."""
-
-
-class OverallTimeout(BaseException):
-    """Raised by SIGALRM when the whole run exceeds ``--max-seconds``; cleanup still runs."""
 
 
 # --- the HTTP receiver (own process, so the bench's enqueue loop cannot starve it of the GIL) ---
@@ -171,15 +173,7 @@ class Worker:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
 
     def processes(self):
-        import psutil
-
-        if self.proc is None or self.proc.poll() is not None:
-            return []
-        try:
-            main = psutil.Process(self.proc.pid)
-            return [main, *main.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
+        return process_tree(self.proc)
 
     def stop(self, timeout: float = 30) -> None:
         """Warm shutdown (SIGTERM); SIGKILL this worker's own processes if it does not exit in time."""
@@ -227,41 +221,18 @@ class CpuMeter:
         import psutil
 
         worker = self.worker.processes()
-        groups: dict[str, list] = {"worker (main)": worker[:1], "worker (pool)": worker[1:],
-                                   "bench (producer)": [psutil.Process()],
-                                   "receiver": [psutil.Process(self.receiver.proc.pid)],
-                                   "postgres (bench db)": [], "postgres (shared)": [], "redis": []}
-        for p in psutil.process_iter(["name", "cmdline"]):
-            name, cmdline = p.info["name"] or "", " ".join(p.info["cmdline"] or [])
-            if name in ("postgres", "postmaster"):
-                ours = f" {self.dbname} " in f"{cmdline} "
-                groups["postgres (bench db)" if ours else "postgres (shared)"].append(p)
-            elif name.startswith("redis-server"):
-                groups["redis"].append(p)
-        return groups
+        services = service_processes(self.dbname)
+        return {"worker (main)": worker[:1], "worker (pool)": worker[1:], "bench (producer)": [psutil.Process()],
+                "receiver": [psutil.Process(self.receiver.proc.pid)], "postgres (bench db)": services["bench db"],
+                "postgres (shared)": services["background"] + services["other backends"],
+                "redis": services["redis"]}
 
     def snapshot(self) -> dict:
-        import psutil
-
-        per_pid: dict[str, dict[int, float]] = {}
-        for group, processes in self._groups().items():
-            per_pid[group] = {}
-            for p in processes:
-                try:
-                    t = p.cpu_times()
-                    per_pid[group][p.pid] = t.user + t.system
-                except (psutil.NoSuchProcess, psutil.AccessDenied):
-                    pass
-        total = psutil.cpu_times()
-        busy = sum(total) - total.idle - getattr(total, "iowait", 0.0)
-        return {"groups": per_pid, "system_busy": busy, "at": time.monotonic()}
+        return {"groups": cpu_by_pid(self._groups()), "system_busy": system_busy(), "at": time.monotonic()}
 
     @staticmethod
     def diff(before: dict, after: dict) -> dict[str, float]:
-        out = {}
-        for group, pids in after["groups"].items():
-            start = before["groups"].get(group, {})
-            out[group] = sum(max(0.0, v - start.get(pid, 0.0)) for pid, v in pids.items())
+        out = cpu_used(before["groups"], after["groups"])
         out["all processes (system)"] = after["system_busy"] - before["system_busy"]
         return out
 
@@ -316,6 +287,10 @@ class Bench:
         self.redis.flushdb()
         self.db.create()
         self.receiver = Receiver()
+
+    def logs(self):
+        """(title, tail) of every worker log, for a failure report."""
+        return [(w.log_path.name, w.log_tail()) for w in self.workers if w.proc is not None]
 
     def cleanup(self) -> None:
         steps = [
@@ -499,60 +474,47 @@ class Bench:
         return result
 
     def phase_b(self) -> dict:
+        """Celery's floor: no-op tasks under the delivery worker's settings."""
         from bench.noop_app import COUNTER_KEY, NOOP_TASK
-        from certctl_notify.dispatch import DELIVERY_QUEUE
-        from certctl_notify.producer import make_producer
 
-        env = self.env()
-        producer = make_producer(REDIS_URL)
-        worker = self.start_worker("bench.noop_app", env)
-
-        def done() -> int:
-            return int(self.redis.get(COUNTER_KEY) or 0)
-
-        def publish(_i):
-            # Same queue and publish options as CeleryDispatcher.dispatch on Redis (minus the args).
-            producer.send_task(NOOP_TASK, queue=DELIVERY_QUEUE, argsrepr="()", kwargsrepr="{}", declare=[])
-
-        warm = self.args.warmup
-        for i in range(warm):
-            publish(i)
-        wait_until(lambda: done() >= warm, self.args.start_timeout,
-                   "the no-op worker to run its warm-up tasks", worker)
-        self.redis.delete(COUNTER_KEY)
-
-        meter = CpuMeter(worker=worker, receiver=self.receiver, dbname=self.dbname)
-        result = self._timed_run("no-op tasks", publish, done, worker, meter)
-        worker.stop()
-        return result
+        return self._counted_phase("no-op tasks", NOOP_TASK, COUNTER_KEY, lambda i: [])
 
     def phase_c(self) -> dict:
         """The same webhook POST from a Celery task with no bookkeeping: what delivery alone costs."""
         from bench.noop_app import POST_COUNTER_KEY, POST_TASK
+
+        return self._counted_phase("webhook posts", POST_TASK, POST_COUNTER_KEY, lambda i: [i])
+
+    def _counted_phase(self, label: str, task: str, counter_key: str, args_for) -> dict:
+        """``count`` publishes of one ``bench.noop_app`` task, done when its Redis counter reaches
+        ``count``; same queue and publish options as CeleryDispatcher.dispatch on Redis."""
         from certctl_notify.dispatch import DELIVERY_QUEUE
         from certctl_notify.producer import make_producer
 
-        env = self.env()
         producer = make_producer(REDIS_URL)
-        worker = self.start_worker("bench.noop_app", env)
+        worker = self.start_worker("bench.noop_app", self.env())
 
         def done() -> int:
-            return int(self.redis.get(POST_COUNTER_KEY) or 0)
+            return int(self.redis.get(counter_key) or 0)
 
         def publish(i):
-            producer.send_task(POST_TASK, args=[i], queue=DELIVERY_QUEUE, argsrepr=f"[{i}]", kwargsrepr="{}",
+            args = args_for(i)
+            producer.send_task(task, args=args, queue=DELIVERY_QUEUE, argsrepr=repr(args), kwargsrepr="{}",
                                declare=[])
 
-        warm = self.args.warmup
-        for i in range(warm):
-            publish(i)
-        wait_until(lambda: done() >= warm, self.args.start_timeout,
-                   "the post worker to run its warm-up tasks", worker)
-        self.redis.delete(POST_COUNTER_KEY)
-        meter = CpuMeter(worker=worker, receiver=self.receiver, dbname=self.dbname)
-        result = self._timed_run("webhook posts", publish, done, worker, meter)
-        worker.stop()
-        return result
+        try:
+            warm = self.args.warmup
+            for i in range(warm):
+                publish(i)
+            wait_until(lambda: done() >= warm, self.args.start_timeout,
+                       f"the {label} worker to run its warm-up tasks", worker)
+            self.redis.delete(counter_key)
+            meter = CpuMeter(worker=worker, receiver=self.receiver, dbname=self.dbname)
+            result = self._timed_run(label, publish, done, worker, meter)
+            worker.stop()
+            return result
+        finally:
+            producer.close()
 
     # -- report --
 
@@ -704,33 +666,7 @@ def main(argv=None) -> int:
     if args.count < 1 or args.concurrency < 1 or args.rounds < 1:
         parser.error("--count, --concurrency and --rounds must be at least 1")
 
-    def on_alarm(*_):
-        raise OverallTimeout(f"the run exceeded --max-seconds={args.max_seconds}")
-
-    def on_term(*_):
-        raise KeyboardInterrupt("SIGTERM")
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.signal(signal.SIGTERM, on_term)
-    signal.alarm(args.max_seconds)
-    bench = Bench(args)
-    try:
-        bench.run()
-        return 0
-    except (BenchError, OverallTimeout, KeyboardInterrupt) as exc:
-        bench.failed = True
-        print(f"benchmark failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        for worker in bench.workers:
-            if worker.proc is not None:
-                print(f"--- {worker.log_path.name} (tail) ---\n{worker.log_tail()}", file=sys.stderr)
-        return 1
-    except BaseException:
-        bench.failed = True
-        raise
-    finally:
-        signal.alarm(0)
-        bench.cleanup()
-
+    return run_guarded(Bench(args), args.max_seconds)
 
 if __name__ == "__main__":
     sys.exit(main())
