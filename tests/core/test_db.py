@@ -21,8 +21,10 @@ ALERT = {"type": "Revocation", "channel": "Webhook", "message": "certificate rev
 
 
 class NoBroker:
+    """Intake without publishing: these tests run the delivery steps themselves."""
+
     def dispatch(self, notification_id: str, attempt: int) -> None:
-        pass
+        """Publish nothing (the rows stay pending for the test to deliver)."""
 
 
 @pytest.fixture
