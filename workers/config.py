@@ -34,6 +34,10 @@ def celery_config(settings: Settings) -> dict:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
+        # On a lost broker connection, let a running send finish and record its outcome: cancelling
+        # it (Celery 6's planned default) kills the pool process mid-send, and the sweep would send
+        # that attempt again. The unacked message comes back later and its claim finds nothing to do.
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "task_time_limit": time_limit,
         "task_soft_time_limit": max(time_limit * 0.9, time_limit - 5),
         "task_serializer": "json",
@@ -64,7 +68,8 @@ def validate_celery(conf, settings: Settings) -> None:
     Raises:
         ConfigError: naming the setting and what it must be.
     """
-    required = {"task_acks_late": True, "task_reject_on_worker_lost": True, "worker_prefetch_multiplier": 1}
+    required = {"task_acks_late": True, "task_reject_on_worker_lost": True, "worker_prefetch_multiplier": 1,
+                "worker_cancel_long_running_tasks_on_connection_loss": False}
     for name, value in required.items():
         if conf.get(name) != value:
             raise ConfigError(f"Celery setting {name} must be {value!r} (is {conf.get(name)!r}): "

@@ -19,6 +19,7 @@ def test_worker_settings_are_the_safe_ones(make_env):
     assert conf.task_acks_late is True
     assert conf.task_reject_on_worker_lost is True
     assert conf.worker_prefetch_multiplier == 1
+    assert conf.worker_cancel_long_running_tasks_on_connection_loss is False
     vt = conf.broker_transport_options["visibility_timeout"]
     assert vt > settings.retry.cap_seconds + settings.worker.task_time_limit_seconds
     assert conf.task_routes["certctl_notify.deliver"]["queue"] == "certctl.deliver"
@@ -30,7 +31,8 @@ def test_production_defaults_give_a_visibility_timeout_past_the_hour_cap():
 
 
 @pytest.mark.parametrize("name, value", [("task_acks_late", False), ("task_reject_on_worker_lost", False),
-                                         ("worker_prefetch_multiplier", 4)])
+                                         ("worker_prefetch_multiplier", 4),
+                                         ("worker_cancel_long_running_tasks_on_connection_loss", True)])
 def test_a_wrong_celery_setting_is_refused_by_name(make_env, name, value):
     settings = load_settings(make_env())
     conf = dict(make_celery(settings).conf)

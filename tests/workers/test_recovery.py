@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 
+import psutil
 import pytest
+import redis
 
 from certctl_notify import client, store
 from certctl_notify.dispatch import CeleryDispatcher
@@ -38,6 +40,50 @@ def test_retry_lost_with_the_broker_flushed_is_redispatched_by_the_sweep(
     assert done.status == "sent"
     assert done.retry_count == 1
     assert len(receiver.for_key("c-flush")) == 2
+
+
+def cut_broker_connections(worker, broker_url: str) -> int:
+    """What a Redis restart or failover does to a running worker: every TCP connection it (main
+    process, pool and beat) holds to Redis is closed by the server. Returns how many were cut."""
+    port = redis.Redis.from_url(broker_url).connection_pool.connection_kwargs["port"]
+    server = redis.Redis.from_url(broker_url)
+    cut = 0
+    for process in [psutil.Process(worker.proc.pid), *worker.children()]:
+        for conn in process.net_connections(kind="tcp"):
+            if conn.raddr and conn.raddr.port == port and conn.status == psutil.CONN_ESTABLISHED:
+                cut += server.client_kill_filter(_type=None, addr=f"{conn.laddr.ip}:{conn.laddr.port}")
+    server.close()
+    return cut
+
+
+def test_worker_whose_broker_connections_are_cut_reconnects_and_loses_nothing(
+    sessions, receiver, make_env, start_worker, producer, broker_url
+):
+    # Given a running worker (with beat) holding a 2 s retry of one alert and in the middle of
+    # sending another (the receiver holds that request for 1.5 s)
+    receiver.script("c-cut-retry", [503, 200])
+    receiver.script("c-cut-inflight", [Answer(200, delay=1.5)])
+    env = make_env(CERTCTL_NOTIFICATION_RETRY_BASE="2s", CERTCTL_NOTIFICATION_RETRY_CAP="2s")
+    worker = start_worker(env, beat=True)
+    dispatcher = CeleryDispatcher(producer)
+    [held] = client.enqueue_alert(sessions, dispatcher, alert("c-cut-retry"))
+    wait_for(lambda: row_of(sessions, held.row.id).status == "failed", message="first failure")
+    [inflight] = client.enqueue_alert(sessions, dispatcher, alert("c-cut-inflight"))
+    wait_for(lambda: receiver.for_key("c-cut-inflight"), message="the held request")
+    # When Redis closes every connection the worker has (a Redis restart or failover)
+    assert cut_broker_connections(worker, broker_url) >= 1
+    # Then the same worker reconnects and delivers an alert raised after the cut
+    [after] = client.enqueue_alert(sessions, dispatcher, alert("c-cut-after"))
+    wait_for(lambda: row_of(sessions, after.row.id).status == "sent", timeout=30, message="delivery after the cut")
+    # the send in flight was let finish (not cancelled and sent again), and the held retry is
+    # delivered by the broker or the sweep, whichever comes first: each attempt exactly once
+    for result in (inflight, held):
+        wait_for(lambda r=result: row_of(sessions, r.row.id).status == "sent", timeout=30, message="recovery")
+    assert row_of(sessions, held.row.id).retry_count == 1
+    assert [len(receiver.for_key(k)) for k in ("c-cut-inflight", "c-cut-retry", "c-cut-after")] == [1, 2, 1]
+    with sessions.begin() as s:
+        assert [(a.attempt, a.outcome) for a in store.list_attempts(s, inflight.row.id)] == [(1, "sent")]
+    assert worker.proc.poll() is None  # the same worker, not a restarted one
 
 
 def test_intake_whose_publish_was_lost_is_picked_up_by_the_sweep(
