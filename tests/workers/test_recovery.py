@@ -86,6 +86,34 @@ def test_worker_whose_broker_connections_are_cut_reconnects_and_loses_nothing(
     assert worker.proc.poll() is None  # the same worker, not a restarted one
 
 
+def test_a_worker_stopped_for_a_deploy_finishes_its_send_and_hands_back_its_retries(
+    sessions, receiver, make_env, start_worker, producer
+):
+    # Given a worker holding a 2 s retry of one alert and in the middle of sending another
+    receiver.script("c-deploy-retry", [503, 200])
+    receiver.script("c-deploy-inflight", [Answer(200, delay=1.5)])
+    env = make_env(CERTCTL_NOTIFICATION_RETRY_BASE="2s", CERTCTL_NOTIFICATION_RETRY_CAP="2s")
+    old = start_worker(env)
+    dispatcher = CeleryDispatcher(producer)
+    [held] = client.enqueue_alert(sessions, dispatcher, alert("c-deploy-retry"))
+    wait_for(lambda: row_of(sessions, held.row.id).status == "failed", message="first failure")
+    [inflight] = client.enqueue_alert(sessions, dispatcher, alert("c-deploy-inflight"))
+    wait_for(lambda: receiver.for_key("c-deploy-inflight"), message="the held request")
+    # When it is stopped with SIGTERM (a deploy) and its replacement starts (no beat: the broker's
+    # own hand-back must be enough)
+    old.stop()
+    assert old.proc.returncode == 0
+    # Then the send in flight was finished and recorded by the old worker, once
+    row = row_of(sessions, inflight.row.id)
+    assert row.status == "sent" and row.lease_owner is None
+    start_worker(env)
+    # and the retry it held is delivered by the new one
+    done = wait_for(lambda: (r := row_of(sessions, held.row.id)).status == "sent" and r, timeout=30,
+                    message="the handed-back retry")
+    assert done.retry_count == 1
+    assert [len(receiver.for_key(k)) for k in ("c-deploy-inflight", "c-deploy-retry")] == [1, 2]
+
+
 def test_intake_whose_publish_was_lost_is_picked_up_by_the_sweep(
     sessions, receiver, make_env, start_worker, producer, broker_url
 ):
