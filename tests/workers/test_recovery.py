@@ -7,12 +7,14 @@ import time
 import psutil
 import pytest
 import redis
+from sqlalchemy.engine import make_url
 
 from certctl_notify import client, store
 from certctl_notify.dispatch import CeleryDispatcher
 from tests.conftest import lose_every_message, wait_for
 from tests.support.receiver import Answer
 from tests.support.rows import row_of
+from tests.support.tcp_proxy import TcpProxy
 
 
 def alert(key: str) -> dict:
@@ -112,6 +114,39 @@ def test_a_worker_stopped_for_a_deploy_finishes_its_send_and_hands_back_its_retr
                     message="the handed-back retry")
     assert done.retry_count == 1
     assert [len(receiver.for_key(k)) for k in ("c-deploy-inflight", "c-deploy-retry")] == [1, 2]
+
+
+@pytest.fixture
+def database_proxy(database_url):
+    """(proxy, URL through it) to this test's database: a worker given that URL can be cut off."""
+    url = make_url(database_url)
+    proxy = TcpProxy(url.host, url.port or 5432).start()
+    yield proxy, url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    proxy.stop()
+
+
+def test_a_database_outage_seen_by_the_worker_delays_alerts_but_never_loses_or_repeats_them(
+    sessions, receiver, make_env, start_worker, producer, database_proxy
+):
+    # Given a worker (with beat) whose every connection to PostgreSQL is cut
+    proxy, proxied_url = database_proxy
+    worker = start_worker(make_env(CERTCTL_DATABASE_URL=proxied_url), beat=True)
+    proxy.cut()
+    # When alerts arrive meanwhile (committed by a producer that still reaches the database)
+    results = [client.enqueue_alert(sessions, CeleryDispatcher(producer), alert(f"c-pg-out-{i}"))[0]
+               for i in range(3)]
+    # Then each delivery task fails to claim and sends nothing: no send without a claim
+    wait_for(lambda: worker.log().count("failed outside the channel") >= 3, message="three failed claims")
+    assert not any(receiver.for_key(f"c-pg-out-{i}") for i in range(3))
+    assert {row_of(sessions, r.row.id).status for r in results} == {"pending"}
+    # And once PostgreSQL is reachable again the sweep re-dispatches each, delivered once on attempt 1
+    proxy.restore()
+    for result in results:
+        done = wait_for(lambda r=result: (row := row_of(sessions, r.row.id)).status == "sent" and row, timeout=30,
+                        message="delivery after the outage")
+        assert done.retry_count == 0
+    assert [len(receiver.for_key(f"c-pg-out-{i}")) for i in range(3)] == [1, 1, 1]
+    assert worker.proc.poll() is None
 
 
 def test_intake_whose_publish_was_lost_is_picked_up_by_the_sweep(
