@@ -6,9 +6,14 @@ import logging
 import uuid
 
 from flask import Flask, g, jsonify, request
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger("certctl_notify.api")
+
+#: Seconds a client is asked to wait before trying again while the database is unreachable.
+RETRY_AFTER_SECONDS = 5
 
 
 class ApiError(Exception):
@@ -46,6 +51,19 @@ def init_app(app: Flask) -> None:
     def _http_error(exc: HTTPException):
         code = (exc.name or "error").lower().replace(" ", "_")
         return envelope(exc.code or 500, code, exc.description or exc.name)
+
+    @app.errorhandler(DBAPIError)
+    @app.errorhandler(PoolTimeout)
+    def _database_error(exc: Exception):
+        # Unreachable, restarting or overloaded: a state the client should retry (a dedupe_key makes
+        # the retry of an enqueue safe), not a bug to report. Any other database error is a 500.
+        if not (isinstance(exc, OperationalError | PoolTimeout) or getattr(exc, "connection_invalidated", False)):
+            return _unhandled(exc)
+        log.warning("database unavailable in %s %s (request %s): %s", request.method, request.path,
+                    g.get("request_id"), str(exc).splitlines()[0])
+        response = envelope(503, "database_unavailable", "the database cannot be reached; try again shortly")
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
 
     @app.errorhandler(Exception)
     def _unhandled(exc: Exception):

@@ -29,6 +29,7 @@ ERRORS = {
     413: ("TooLarge", f"The body is larger than {MAX_BODY_BYTES} bytes."),
     422: ("Unprocessable", "A field of the body is invalid; the message names it."),
     500: ("ServerError", "The server failed; the message has no internals, the log has the request id."),
+    503: ("DatabaseUnavailable", "The database cannot be reached; try again after the Retry-After seconds."),
 }
 
 
@@ -222,28 +223,28 @@ def paths() -> dict:
         ("/readyz", "get", "The database and the broker answer (503 says what is down)", None,
          {200: "Readiness", 503: "Readiness"}, (), (), None),
         (n, "get", "A filtered page, newest first (created_at DESC, id DESC)", "read",
-         {200: "NotificationPage"}, (400,), [*paging(), *filters], None),
+         {200: "NotificationPage"}, (400, 503), [*paging(), *filters], None),
         (n, "post", "Enqueue an alert: one pending row per channel", "admin", {202: "Enqueued"},
-         (400, 413, 422), (), "EnqueueRequest"),
+         (400, 413, 422, 503), (), "EnqueueRequest"),
         (n + "/{notification_id}", "get", "One notification with its attempts", "read",
-         {200: "NotificationDetail"}, (404,), nid, None),
+         {200: "NotificationDetail"}, (404, 503), nid, None),
         (n + "/{notification_id}/attempts", "get", "The attempt history", "read", {200: "AttemptList"},
-         (404,), nid, None),
+         (404, 503), nid, None),
         (n + "/{notification_id}/requeue", "post", "Requeue a dead or failed row, dispatched at once",
-         "admin", {200: "Acted"}, (404, 409), nid, None),
+         "admin", {200: "Acted"}, (404, 409, 503), nid, None),
         (n + "/{notification_id}/read", "post", "Mark a sent or dead row read", "admin", {200: "Acted"},
-         (404, 409), nid, None),
+         (404, 409, 503), nid, None),
         (n + "/requeue", "post", "Bulk requeue by filter at a bounded rate (or dry-run it)", "admin",
-         {200: "BulkRequeueDryRun", 202: "BulkRequeueStarted"}, (400, 409, 413, 422), (),
+         {200: "BulkRequeueDryRun", 202: "BulkRequeueStarted"}, (400, 409, 413, 422, 503), (),
          "BulkRequeueRequest"),
-        (job, "get", "A bulk requeue's progress", "read", {200: "RequeueJob"}, (404,), jid, None),
-        (job + "/cancel", "post", "Stop a running bulk requeue", "admin", {200: "RequeueJob"}, (404, 409),
+        (job, "get", "A bulk requeue's progress", "read", {200: "RequeueJob"}, (404, 503), jid, None),
+        (job + "/cancel", "post", "Stop a running bulk requeue", "admin", {200: "RequeueJob"}, (404, 409, 503),
          jid, None),
         ("/api/v1/stats/summary", "get", "Counts per status, oldest pending age, retries due", "read",
-         {200: "Stats"}, (), (), None),
+         {200: "Stats"}, (503,), (), None),
         ("/api/v1/workers", "get", "Workers, their tasks and the queue depths (Flower-style)", "read",
          {200: "Workers"}, (), (), None),
-        ("/api/v1/audit", "get", "Admin actions, newest first", "admin", {200: "AuditPage"}, (400,), paging(),
+        ("/api/v1/audit", "get", "Admin actions, newest first", "admin", {200: "AuditPage"}, (400, 503), paging(),
          None),
         ("/api/v1/openapi.json", "get", "This document", None, {200: "OpenApiDocument"}, (), (), None),
     ]
@@ -275,6 +276,8 @@ def document() -> dict:
               "bulk requeue, cancel jobs and read the audit log. Each operation's x-scope names its scope.")
     errors = {name: {"description": when, "content": {"application/json": {"schema": ref("Error")}}}
               for name, when in ERRORS.values()}
+    errors[ERRORS[503][0]]["headers"] = {"Retry-After": {"description": "seconds to wait before trying again",
+                                                         "schema": {"type": "integer", "minimum": 1}}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "certctl-notify", "version": "1",

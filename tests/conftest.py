@@ -12,13 +12,14 @@ import uuid
 
 import pytest
 import redis
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
 from certctl_notify.config import load_settings
 from certctl_notify.db import make_sessions
 from certctl_notify.migrate import upgrade
 from certctl_notify.producer import make_producer
 from tests.support.receiver import Receiver
+from tests.support.tcp_proxy import TcpProxy
 from tests.support.worker import WorkerProcess
 
 PG_ADMIN_URL = os.environ.get("CERTCTL_TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
@@ -109,6 +110,16 @@ def broker_url(redis_db):
     lose_every_message(url)
     yield url
     lose_every_message(url)
+
+
+@pytest.fixture
+def database_proxy(database_url):
+    """(proxy, URL through it) to this test's database: a worker or app given that URL can be cut off
+    from PostgreSQL with ``proxy.cut()`` while the test keeps its own connections."""
+    url = make_url(database_url)
+    proxy = TcpProxy(url.host, url.port or 5432).start()
+    yield proxy, url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    proxy.stop()
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import re
 from datetime import UTC, datetime
 
 import pytest
+import redis
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import OpenAPIV31SpecValidator
 from referencing import Registry, Resource
@@ -14,6 +15,7 @@ from referencing.jsonschema import DRAFT202012
 
 from api.app import create_app
 from certctl_notify import store
+from certctl_notify.dispatch import DELIVERY_QUEUE
 from tests.api.conftest import ADMIN, READ
 
 METHODS = {"get", "post", "put", "patch", "delete"}
@@ -179,3 +181,34 @@ def test_readiness_with_a_dead_broker_is_a_documented_503(make_env, sessions):
     response = app.test_client().get("/readyz")
     assert response.status_code == 503
     Contract(app, document).check("get", "/readyz", response)
+
+
+def test_an_api_outliving_a_database_outage_answers_a_documented_503_then_recovers(
+    make_env, sessions, broker_url, database_proxy
+):
+    from certctl_notify.config import load_settings
+
+    # Given an API process that has served a request through its connection pool
+    proxy, proxied_url = database_proxy
+    app = create_app(load_settings(make_env(CERTCTL_DATABASE_URL=proxied_url)))
+    http = app.test_client()
+    contract = Contract(app, http.get("/api/v1/openapi.json").json)
+    body = {"type": "ExpirationWarning", "channel": "Webhook", "message": "www expires", "dedupe_key": "outage-1"}
+    assert http.get("/api/v1/notifications", headers=READ).status_code == 200
+    # When the database becomes unreachable
+    proxy.cut()
+    # Then reads and enqueues answer 503 with Retry-After (something to retry, not a bug), and nothing is queued
+    url = "/api/v1/notifications"
+    for method, kwargs in (("get", {}), ("post", {"json": body})):
+        response = getattr(http, method)(url, headers=ADMIN, **kwargs)
+        assert (response.status_code, response.json["error"]) == (503, "database_unavailable")
+        assert response.headers["Retry-After"] == "5"
+        contract.check(method, url, response)
+    assert http.get("/readyz").json["database"].startswith("unavailable")
+    assert redis.Redis.from_url(broker_url).llen(DELIVERY_QUEUE) == 0
+    # And once it is back the same process takes the retried enqueue: one row, one delivery task
+    proxy.restore()
+    assert http.post("/api/v1/notifications", headers=ADMIN, json=body).status_code == 202
+    assert redis.Redis.from_url(broker_url).llen(DELIVERY_QUEUE) == 1
+    with sessions.begin() as s:
+        assert store.get_by_dedupe_key(s, "outage-1").status == "pending"

@@ -7,14 +7,12 @@ import time
 import psutil
 import pytest
 import redis
-from sqlalchemy.engine import make_url
 
 from certctl_notify import client, store
 from certctl_notify.dispatch import CeleryDispatcher
 from tests.conftest import lose_every_message, wait_for
 from tests.support.receiver import Answer
 from tests.support.rows import row_of
-from tests.support.tcp_proxy import TcpProxy
 
 
 def alert(key: str) -> dict:
@@ -114,15 +112,6 @@ def test_a_worker_stopped_for_a_deploy_finishes_its_send_and_hands_back_its_retr
                     message="the handed-back retry")
     assert done.retry_count == 1
     assert [len(receiver.for_key(k)) for k in ("c-deploy-inflight", "c-deploy-retry")] == [1, 2]
-
-
-@pytest.fixture
-def database_proxy(database_url):
-    """(proxy, URL through it) to this test's database: a worker given that URL can be cut off."""
-    url = make_url(database_url)
-    proxy = TcpProxy(url.host, url.port or 5432).start()
-    yield proxy, url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
-    proxy.stop()
 
 
 def test_a_database_outage_seen_by_the_worker_delays_alerts_but_never_loses_or_repeats_them(
