@@ -6,9 +6,11 @@ import logging
 import uuid
 
 from flask import Flask, g, jsonify, request
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
+
+from certctl_notify.db import is_unavailable
 
 log = logging.getLogger("certctl_notify.api")
 
@@ -53,11 +55,11 @@ def init_app(app: Flask) -> None:
         return envelope(exc.code or 500, code, exc.description or exc.name)
 
     @app.errorhandler(DBAPIError)
-    @app.errorhandler(PoolTimeout)
+    @app.errorhandler(PoolTimeout)  # no connection free in the pool: no DBAPIError
     def _database_error(exc: Exception):
         # Unreachable, restarting or overloaded: a state the client should retry (a dedupe_key makes
         # the retry of an enqueue safe), not a bug to report. Any other database error is a 500.
-        if not (isinstance(exc, OperationalError | PoolTimeout) or getattr(exc, "connection_invalidated", False)):
+        if not is_unavailable(exc):
             return _unhandled(exc)
         log.warning("database unavailable in %s %s (request %s): %s", request.method, request.path,
                     g.get("request_id"), str(exc).splitlines()[0])

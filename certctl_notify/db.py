@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,14 @@ SQLITE_BUSY_TIMEOUT_SECONDS = 30
 #: Idle connections are the ones a server restart, an idle timeout or a firewall can have cut; a
 #: connection in continuous use is not pinged (a ping is a round trip and a server transaction).
 PING_AFTER_IDLE_SECONDS = 1.0
+
+#: "The database cannot be reached right now" (down, restarting, cut off, pool exhausted): worth
+#: trying again later, unlike a constraint or a programming error.
+UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout)
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    return isinstance(exc, UNAVAILABLE) or bool(getattr(exc, "connection_invalidated", False))
 
 
 def make_engine(database_url: str, **kwargs) -> Engine:
@@ -96,6 +105,28 @@ def retry_on_disconnect(work: Callable[[], T], what: str) -> T:
         log.warning("%s: the database connection was lost (%s); retrying once on a new connection",
                     what, type(exc.orig).__name__)
         return work()
+
+
+def retry_while_unavailable(work: Callable[[], T], what: str, *, until: float,
+                            sleep: Callable[[float], None] = time.sleep) -> T:
+    """`retry_on_disconnect`, and then keep trying while the database cannot be reached, until the
+    monotonic time ``until`` (backing off from 50 ms to 2 s between tries).
+
+    For outcome records after a send: a database restart or failover must not turn a delivered
+    alert into one the sweep sends again once its claim lease runs out. Safe to run twice for the
+    same reason as `retry_on_disconnect` (the claim token guards every outcome).
+    """
+    delay = 0.05
+    while True:
+        try:
+            return retry_on_disconnect(work, what)
+        except Exception as exc:  # classified: only "unavailable" is waited out, the rest is raised
+            if not is_unavailable(exc) or time.monotonic() + delay > until:
+                raise
+            log.warning("%s: the database is unavailable (%s); trying again in %.2g s", what,
+                        str(exc).strip().splitlines()[0][:200], delay)
+            sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 class Transactions:

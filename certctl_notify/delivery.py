@@ -11,19 +11,22 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from billiard.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import Row
 
 from certctl_notify import store
 from certctl_notify.channels.base import Channel, Notification, Sent, UnconfiguredChannel
-from certctl_notify.db import Transactions, retry_on_disconnect
+from certctl_notify.db import Transactions, retry_on_disconnect, retry_while_unavailable
 from certctl_notify.errors import DeliveryError, PermanentError, TransientError
 from certctl_notify.metrics import NO_METRICS, Recorder
 from certctl_notify.model import Outcome, utcnow
 from certctl_notify.retry import RetryPolicy
 
 log = logging.getLogger("certctl_notify.delivery")
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -51,10 +54,13 @@ class Delivery:
         policy: RetryPolicy,
         *,
         lease_seconds: float,
+        record_patience_seconds: float = 0.0,
         now: Callable[[], datetime] = utcnow,
         metrics: Recorder = NO_METRICS,
     ):
         self.sessions = sessions
+        #: How long after an attempt started its outcome may still wait for an unreachable database.
+        self.record_patience_seconds = record_patience_seconds
         self.metrics = metrics
         self.channels = channels
         self.policy = policy
@@ -98,7 +104,7 @@ class Delivery:
                     session, attempt.notification_id, token=attempt.token, now=moment, attempt_id=row.attempt_id,
                     started_at=row.updated_at, status_code=sent.status_code)
 
-        done, seconds = retry_on_disconnect(record, f"{attempt.notification_id} attempt {attempt.number}: record sent")
+        done, seconds = self._keep_recording(record, attempt, "record sent")
         self.metrics.attempt(done, Outcome.SENT, seconds)
         self._log(row, attempt, Outcome.SENT, applied=done is not None, code=sent.status_code)
         return done is not None
@@ -119,7 +125,7 @@ class Delivery:
                     session, attempt.notification_id, token=attempt.token, failures=attempt.number,
                     next_retry_at=moment + timedelta(seconds=delay), error=str(exc), now=moment)
 
-        seconds, done = retry_on_disconnect(record, f"{attempt.notification_id} attempt {attempt.number}: record retry")
+        seconds, done = self._keep_recording(record, attempt, "record retry")
         self.metrics.attempt(done, Outcome.RETRY, seconds)
         self._log(row, attempt, Outcome.RETRY, applied=done is not None, code=exc.status_code,
                   error=str(exc), delay=delay)
@@ -139,13 +145,19 @@ class Delivery:
                 return seconds, store.mark_dead(session, notification_id, token=attempt.token,
                                                 failures=attempt.number, error=str(exc), now=moment)
 
-        seconds, row = retry_on_disconnect(record, f"{notification_id} attempt {attempt.number}: record dead")
+        seconds, row = self._keep_recording(record, attempt, "record dead")
         self.metrics.attempt(row, Outcome.DEAD, seconds, error=exc)
         if row is not None:
             self._log(row, attempt, Outcome.DEAD, applied=True, code=exc.status_code, error=str(exc))
         else:
             log.warning("%s attempt %d: dead outcome not recorded, the claim was lost", notification_id, attempt.number)
         return row
+
+    def _keep_recording(self, record: Callable[[], T], attempt: Attempt, step: str) -> T:
+        """Write an outcome, waiting out a database that cannot be reached for as long as the attempt's
+        patience allows: past it the claim lease decides (the sweep sends the attempt again)."""
+        return retry_while_unavailable(record, f"{attempt.notification_id} attempt {attempt.number}: {step}",
+                                       until=attempt.started + self.record_patience_seconds)
 
     def _log(self, row: Row, attempt: Attempt, outcome: Outcome, *, applied: bool, code=None, error=None,
              delay=None) -> None:

@@ -19,6 +19,18 @@ def visibility_timeout(settings: Settings) -> float:
     )
 
 
+def soft_time_limit(settings: Settings) -> float:
+    """When Celery interrupts an attempt (SoftTimeLimitExceeded), a little before the hard limit."""
+    time_limit = settings.worker.task_time_limit_seconds
+    return max(time_limit * 0.9, time_limit - 5)
+
+
+def record_patience(settings: Settings) -> float:
+    """How long after an attempt starts its outcome record may wait for an unreachable database:
+    3/4 of the time limit, which ends before the soft limit interrupts the attempt."""
+    return settings.worker.task_time_limit_seconds * 0.75
+
+
 def celery_config(settings: Settings) -> dict:
     time_limit = settings.worker.task_time_limit_seconds
     return {
@@ -39,7 +51,7 @@ def celery_config(settings: Settings) -> dict:
         # that attempt again. The unacked message comes back later and its claim finds nothing to do.
         "worker_cancel_long_running_tasks_on_connection_loss": False,
         "task_time_limit": time_limit,
-        "task_soft_time_limit": max(time_limit * 0.9, time_limit - 5),
+        "task_soft_time_limit": soft_time_limit(settings),
         "task_serializer": "json",
         "accept_content": ["json"],
         "task_ignore_result": True,

@@ -9,6 +9,7 @@ from celery.exceptions import Reject
 
 from certctl_notify.bulk import CHUNK_SECONDS, run_chunk
 from certctl_notify.client import enqueue_alert
+from certctl_notify.db import UNAVAILABLE
 from certctl_notify.delivery import Attempt
 from certctl_notify.dispatch import BULK_REQUEUE_TASK, DELIVER_TASK, ENQUEUE_TASK, SWEEP_TASK, CeleryDispatcher
 from certctl_notify.errors import DeliveryError, TransientError, ValidationError
@@ -16,6 +17,9 @@ from certctl_notify.sweep import sweep_once
 from workers.runtime import Runtime
 
 log = logging.getLogger("certctl_notify.tasks")
+
+#: Longest wait between two tries of an intake whose database cannot be reached, in seconds.
+INTAKE_RETRY_CAP_SECONDS = 60
 
 
 def _attempt_number(args, kwargs) -> int:
@@ -70,7 +74,14 @@ def register_tasks(app: Celery, runtime: Runtime) -> None:
         delivery.record_sent(row, current, sent)
         return "sent"
 
-    @app.task(bind=True, name=ENQUEUE_TASK, acks_late=True)
+    @app.task(
+        bind=True, name=ENQUEUE_TASK, acks_late=True,
+        # Until its row is committed this message is the alert's only copy: a database that cannot be
+        # reached is waited out with Celery's retries (1 s doubling to INTAKE_RETRY_CAP_SECONDS, for
+        # as long as it takes), never acknowledged as a failure.
+        autoretry_for=UNAVAILABLE, retry_backoff=True, retry_backoff_max=INTAKE_RETRY_CAP_SECONDS,
+        max_retries=None,
+    )
     def enqueue(self, *args, **fields) -> list[str]:
         """Intake for services that hold only the broker URL: ``send_task("certctl_notify.enqueue", kwargs=…)``."""
         try:

@@ -138,6 +138,30 @@ def test_a_database_outage_seen_by_the_worker_delays_alerts_but_never_loses_or_r
     assert worker.proc.poll() is None
 
 
+def test_a_database_restart_during_a_send_is_waited_out_and_the_alert_is_not_sent_twice(
+    sessions, receiver, make_env, start_worker, producer, database_proxy
+):
+    # Given a worker (with beat) in the middle of a send the receiver holds for 1 s
+    proxy, proxied_url = database_proxy
+    receiver.script("c-pg-restart", [Answer(200, delay=1.0)])
+    env = make_env(CERTCTL_DATABASE_URL=proxied_url, CERTCTL_TASK_TIME_LIMIT="10s", CERTCTL_CLAIM_LEASE="12s")
+    start_worker(env, beat=True)  # an outcome may wait 7.5 s (3/4 of the time limit) for the database
+    [result] = client.enqueue_alert(sessions, CeleryDispatcher(producer), alert("c-pg-restart"))
+    wait_for(lambda: receiver.for_key("c-pg-restart"), message="the held request")
+    # When PostgreSQL goes away before the outcome is recorded, and is back 1.5 s later (a restart)
+    proxy.cut()
+    time.sleep(1.5)  # the receiver answers 1 s after the request: the outcome record meets the outage
+    proxy.restore()
+    # Then the outcome is recorded once the database is back: sent, on attempt 1, sent only once
+    done = wait_for(lambda: (r := row_of(sessions, result.row.id)).status == "sent" and r, timeout=30,
+                    message="the recorded outcome")
+    assert done.retry_count == 0 and done.lease_owner is None
+    with sessions.begin() as s:
+        assert [(a.attempt, a.outcome) for a in store.list_attempts(s, result.row.id)] == [(1, "sent")]
+    time.sleep(1.0)  # a sweep tick and its grace: a wrongly re-dispatched send would show up now
+    assert len(receiver.for_key("c-pg-restart")) == 1
+
+
 def test_intake_whose_publish_was_lost_is_picked_up_by_the_sweep(
     sessions, receiver, make_env, start_worker, producer, broker_url
 ):
@@ -211,6 +235,28 @@ def test_enqueue_over_send_task_with_only_the_broker_url(sessions, receiver, mak
     wait_for(delivered, message="delivery via send_task")
     time.sleep(0.5)  # give a wrongly duplicated delivery time to show up
     assert len(receiver.for_key("c-send-task")) == 1
+    with sessions.begin() as s:
+        assert store.count_by_status(s)["sent"] == 1
+
+
+def test_an_alert_sent_over_the_broker_while_the_database_is_down_waits_for_it_and_is_delivered_once(
+    sessions, receiver, make_env, start_worker, producer, database_proxy
+):
+    # Given a worker cut off from PostgreSQL
+    proxy, proxied_url = database_proxy
+    worker = start_worker(make_env(CERTCTL_DATABASE_URL=proxied_url))
+    proxy.cut()
+    # When a service that knows only the broker URL enqueues an alert
+    producer.send_task("certctl_notify.enqueue", kwargs=alert("c-pg-intake"))
+    wait_for(lambda: "Retry in" in worker.log(), message="the intake meeting the outage")
+    with sessions.begin() as s:
+        assert sum(store.count_by_status(s).values()) == 0
+    # Then the message is kept for later, not acknowledged as failed: once the database is back the
+    # alert is stored once and delivered once
+    proxy.restore()
+    wait_for(lambda: receiver.for_key("c-pg-intake"), timeout=30, message="delivery after the outage")
+    time.sleep(0.5)  # give a wrongly duplicated row or delivery time to show up
+    assert len(receiver.for_key("c-pg-intake")) == 1
     with sessions.begin() as s:
         assert store.count_by_status(s)["sent"] == 1
 
