@@ -7,12 +7,14 @@ import time
 import psutil
 import pytest
 import redis
+from sqlalchemy import make_url
 
 from certctl_notify import client, store
 from certctl_notify.dispatch import CeleryDispatcher
 from tests.conftest import lose_every_message, wait_for
 from tests.support.receiver import Answer
 from tests.support.rows import row_of
+from tests.support.tcp_proxy import TcpProxy
 
 
 def alert(key: str) -> dict:
@@ -160,6 +162,37 @@ def test_a_database_restart_during_a_send_is_waited_out_and_the_alert_is_not_sen
         assert [(a.attempt, a.outcome) for a in store.list_attempts(s, result.row.id)] == [(1, "sent")]
     time.sleep(1.0)  # a sweep tick and its grace: a wrongly re-dispatched send would show up now
     assert len(receiver.for_key("c-pg-restart")) == 1
+
+
+def test_alerts_posted_while_the_broker_is_down_are_accepted_and_delivered_once_it_is_back(
+    sessions, receiver, make_env, start_worker, broker_url
+):
+    from api.app import create_app
+    from certctl_notify.config import load_settings
+
+    # Given an API whose connection to Redis goes through a proxy, and that has published before
+    url = make_url(broker_url)
+    proxy = TcpProxy(url.host, url.port).start()
+    try:
+        env = make_env(CERTCTL_BROKER_URL=f"redis://127.0.0.1:{proxy.port}/{url.database}")
+        http = create_app(load_settings(env)).test_client()
+        admin = {"Authorization": "Bearer admin-key"}
+        assert http.post("/api/v1/notifications", headers=admin, json=alert("c-broker-before")).status_code == 202
+        # When Redis goes away
+        proxy.cut()
+        started = time.monotonic()
+        response = http.post("/api/v1/notifications", headers=admin, json=alert("c-broker-down"))
+        # Then the alert is still accepted (stored, pending) and the request does not hang on the broker
+        assert response.status_code == 202 and response.json["data"][0]["status"] == "pending"
+        assert time.monotonic() - started < 10
+    finally:
+        proxy.stop()
+    # And once a worker with beat runs against the broker, the sweep delivers it, once
+    start_worker(make_env(), beat=True)
+    row_id = response.json["data"][0]["id"]
+    wait_for(lambda: row_of(sessions, row_id).status == "sent", timeout=30, message="delivery by the sweep")
+    wait_for(lambda: receiver.for_key("c-broker-before"), message="the alert published before the outage")
+    assert [len(receiver.for_key(k)) for k in ("c-broker-before", "c-broker-down")] == [1, 1]
 
 
 def test_intake_whose_publish_was_lost_is_picked_up_by_the_sweep(
