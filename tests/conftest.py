@@ -179,8 +179,13 @@ def settings(make_env):
 
 @pytest.fixture
 def start_worker(tmp_path, request):
-    """Start workers with ``start_worker(env, beat=False)``; all are stopped after the test and their
-    log is printed when the test failed."""
+    """Start workers with ``start_worker(env, beat=False)``; all are killed after the test and their
+    log is printed when the test failed.
+
+    Killed, not stopped: a warm shutdown takes ~3 s (billiard's pool processes sleep 1 s as they exit),
+    and what a killed worker leaves behind cannot reach the next test, whose broker db is flushed and
+    whose tables are emptied first. Graceful shutdown has a test of its own (test_recovery.py).
+    """
     started: list[WorkerProcess] = []
 
     def start(env: dict, *, beat: bool = False, concurrency: int = 2) -> WorkerProcess:
@@ -190,7 +195,8 @@ def start_worker(tmp_path, request):
 
     yield start
     for worker in started:
-        worker.stop()
+        worker.kill()
+        worker.stop()  # closes its log
     if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
         for worker in started:
             print(f"--- {worker.log_path.name} ---\n{worker.log()[-6000:]}")
