@@ -11,7 +11,7 @@ gunicorn command line and environment: parse the same body, ONE Core ``INSERT`` 
 row into the same table, 202 with the id. The ratio A ÷ B (requests/s) says how much of the bare
 floor the API keeps; the target is 0.6.
 
-The load comes from a separate process (``wrk`` when installed — ``apt-get install -y wrk`` — else a
+The load comes from a separate process (``wrk`` when installed — ``bash scripts/install-bench-tools`` — else a
 Python ``http.client`` load generator in its own process), ``--connections`` concurrent connections,
 ``--warmup`` s untimed then ``--duration`` s timed, per target. Every non-202 answer or socket error
 is an error; a run with errors fails.
@@ -386,7 +386,7 @@ class Bench:
         if self.client == "auto":
             self.client = "wrk" if shutil.which("wrk") else "python"
         elif self.client == "wrk" and not shutil.which("wrk"):
-            raise BenchError("--client wrk: wrk is not installed (apt-get install -y wrk)")
+            raise BenchError("--client wrk: wrk is not installed (bash scripts/install-bench-tools)")
         self.redis = redis.Redis.from_url(REDIS_URL, socket_timeout=10)
         if not self.redis.set(REDIS_OWNER_KEY, self.owner_token, nx=True, ex=self.args.max_seconds + 120):
             owner = self.redis.get(REDIS_OWNER_KEY)
