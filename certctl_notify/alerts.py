@@ -33,6 +33,9 @@ DEFAULT_SEVERITY = {
     AlertType.REVOCATION: Severity.CRITICAL,
 }
 
+#: Namespace of the row ids derived from the message an alert came in (see `Alert.rows`).
+SOURCE_NAMESPACE = uuid.UUID("3618c635-a616-41cf-a524-a2aac7062353")
+
 _EMAIL = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+$")
 _CONTROL = re.compile(r"[\r\n\0]")
 
@@ -54,13 +57,17 @@ class Alert:
     certificate_id: str | None
     dedupe_key: str | None
 
-    def rows(self, now: datetime) -> list[dict]:
+    def rows(self, now: datetime, *, source: str | None = None) -> list[dict]:
         """One new pending row per channel. With several channels each row's dedupe key gets the
-        channel appended, so a repeated request still finds every row it created."""
+        channel appended, so a repeated request still finds every row it created.
+
+        ``source`` names the message the alert came in (a Celery task id): the row ids are then
+        derived from it, so handling that message again yields the same ids, not new rows.
+        """
         many = len(self.channels) > 1
         return [
             {
-                "id": f"notif_{uuid.uuid4().hex}",
+                "id": _row_id(source, channel),
                 "type": self.type.value,
                 "certificate_id": self.certificate_id,
                 "channel": channel.value,
@@ -77,6 +84,12 @@ class Alert:
             }
             for channel in self.channels
         ]
+
+
+def _row_id(source: str | None, channel: Channel) -> str:
+    if source is None:
+        return f"notif_{uuid.uuid4().hex}"
+    return f"notif_{uuid.uuid5(SOURCE_NAMESPACE, f'{source}:{channel.value}').hex}"
 
 
 def _text(data: Mapping[str, Any], name: str, limit: int, *, required: bool = False) -> str | None:

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row
+from sqlalchemy.exc import IntegrityError
 
 from certctl_notify import store
 from certctl_notify.alerts import parse_alert
@@ -53,19 +54,25 @@ def enqueue_alert(
     fields: Mapping[str, Any],
     *,
     actor: Actor | None = None,
+    source: str | None = None,
     now: Callable[[], datetime] = utcnow,
 ) -> list[Enqueued]:
     """Validate, store one pending row per channel, commit, then publish each new row's first attempt.
 
-    A database connection found cut is retried once on a new one: if the first try did commit, the
-    retry fails on the row's primary key (an error, never a second row) and the sweep publishes it.
+    ``source`` names the message the alert came in (the Celery task id of ``certctl_notify.enqueue``):
+    handling it again — a redelivery after a worker died before acknowledging it, or Celery's retry —
+    finds the rows the first time stored (``created`` False) instead of storing the alert twice.
+
+    A database connection found cut is retried once on a new one. If the first try did commit, the
+    retry meets its own rows' primary keys: those rows are returned as not created, and the sweep
+    publishes them if nobody did.
 
     Raises:
         ValidationError: on bad input; nothing is written.
     """
     alert = parse_alert(fields)
     moment = now()
-    rows = alert.rows(moment)
+    rows = alert.rows(moment, source=source)
 
     def store_rows() -> list[Enqueued]:
         results: list[Enqueued] = []
@@ -84,7 +91,12 @@ def enqueue_alert(
                     results.append(Enqueued(inserted, created=True))
         return results
 
-    results = retry_on_disconnect(store_rows, f"enqueue {alert.type.value}")
+    try:
+        results = retry_on_disconnect(store_rows, f"enqueue {alert.type.value}")
+    except IntegrityError:
+        results = _stored_before(sessions, rows)
+        if results is None:  # another constraint: not ours to explain away
+            raise
     for result in results:
         if result.created:
             dispatch_quietly(dispatcher, result.row.id, 1)
@@ -92,6 +104,16 @@ def enqueue_alert(
         else:
             log.info("dedupe_key %r matched %s; nothing new sent", result.row.dedupe_key, result.row.id)
     return results
+
+
+def _stored_before(sessions: Transactions, rows: list[dict]) -> list[Enqueued] | None:
+    """The rows with these ids, as not created, when every one of them exists already; else None."""
+    with sessions.begin() as session:
+        found = [store.get(session, row["id"]) for row in rows]
+    if any(row is None for row in found):
+        return None
+    log.info("%s stored before (the same message again); nothing new sent", ", ".join(r.id for r in found))
+    return [Enqueued(row, created=False) for row in found]
 
 
 def _operator_transition(sessions: Transactions, transition, action: str, notification_id: str,

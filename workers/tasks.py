@@ -87,7 +87,7 @@ def register_tasks(app: Celery, runtime: Runtime) -> None:
         try:
             if args:
                 raise ValidationError("certctl_notify.enqueue takes keyword arguments only")
-            results = enqueue_alert(runtime.sessions, dispatcher, fields)
+            results = enqueue_alert(runtime.sessions, dispatcher, fields, source=self.request.id)
         except ValidationError as exc:
             log.error("refused %s message %s: %s; nothing was created", ENQUEUE_TASK, self.request.id, exc)
             raise Reject(str(exc), requeue=False) from None

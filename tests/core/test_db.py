@@ -93,6 +93,35 @@ def test_intake_survives_a_connection_cut_while_in_use(own, sessions, engine):
         assert conn.execute(text("SELECT count(*) FROM notification_events WHERE dedupe_key = 'cut-1'")).scalar() == 1
 
 
+class Recorded:
+    """Remembers what it was asked to publish."""
+
+    def __init__(self):
+        self.published: list[tuple[str, int]] = []
+
+    def dispatch(self, notification_id: str, attempt: int) -> None:
+        self.published.append((notification_id, attempt))
+
+
+def test_intake_of_one_message_twice_stores_it_once(sessions):
+    # Given an alert that came in message "m-1" and was stored (and published)
+    dispatcher = Recorded()
+    fields = {"type": "Revocation", "channels": ["Webhook", "Email"], "message": "certificate revoked",
+              "recipient": "ops@example.test"}
+    first = client.enqueue_alert(sessions, dispatcher, fields, source="m-1")
+    # When the same message is handled again (redelivered by the broker, or retried by Celery)
+    again = client.enqueue_alert(sessions, dispatcher, fields, source="m-1")
+    # Then it finds the rows the first time made: no second row, nothing published again
+    assert [r.row.id for r in again] == [r.row.id for r in first]
+    assert [r.created for r in first] == [True, True] and [r.created for r in again] == [False, False]
+    assert dispatcher.published == [(r.row.id, 1) for r in first]
+    with sessions.begin() as conn:
+        assert sum(store.count_by_status(conn).values()) == 2
+    # while another message with the same fields is another alert
+    [other, _] = client.enqueue_alert(sessions, dispatcher, fields, source="m-2")
+    assert other.created and other.row.id not in {r.row.id for r in first}
+
+
 def test_delivery_steps_survive_a_connection_cut_while_in_use(own, sessions, engine, receiver, settings):
     # Given a row, and a delivery whose connections the server cuts right before each step
     delivery = Delivery(own, build_channels(settings), RetryPolicy.from_settings(settings.retry), lease_seconds=30)

@@ -272,6 +272,21 @@ def test_enqueue_over_send_task_with_only_the_broker_url(sessions, receiver, mak
         assert store.count_by_status(s)["sent"] == 1
 
 
+def test_an_enqueue_message_delivered_twice_creates_one_alert(sessions, receiver, make_env, start_worker, producer):
+    # Given a service sending an alert over the broker with no dedupe_key
+    start_worker(make_env())
+    # When the broker hands the same message over twice (redelivered after a worker died before
+    # acknowledging it: same task id, same fields)
+    for _ in range(2):
+        producer.send_task("certctl_notify.enqueue", kwargs=alert("c-redelivered"), task_id="enqueue-redelivered-1")
+    # Then one row exists and it is delivered once
+    wait_for(lambda: receiver.for_key("c-redelivered"), message="delivery")
+    time.sleep(0.5)  # give a wrongly duplicated row or delivery time to show up
+    with sessions.begin() as s:
+        assert sum(store.count_by_status(s).values()) == 1
+    assert len(receiver.for_key("c-redelivered")) == 1
+
+
 def test_an_alert_sent_over_the_broker_while_the_database_is_down_waits_for_it_and_is_delivered_once(
     sessions, receiver, make_env, start_worker, producer, database_proxy
 ):
