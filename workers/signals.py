@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import warnings
 
 from celery import signals
+from celery.exceptions import CPendingDeprecationWarning
 
 from certctl_notify import logs, metrics
 from certctl_notify.config import Settings
@@ -37,6 +39,14 @@ def connect(runtime: Runtime, settings: Settings) -> None:
     def on_postrun(**_):
         logs.clear()
 
+    def on_worker_ready(**_):
+        # Celery warns on every broker connection loss that worker_cancel_long_running_tasks_on_connection_loss
+        # defaults to True in Celery 6; we pin it to False and check it at start-up (workers/config.py), so in
+        # an outage the warning only adds a misleading paragraph. Filtered here, after Celery's logging
+        # set-up has turned all its deprecation warnings to "always".
+        warnings.filterwarnings("ignore", message=r"\s*In Celery 5\.1 we introduced an optional breaking change",
+                                category=CPendingDeprecationWarning)
+
     def on_setup_logging(**_):
         # Connecting here stops Celery from installing its own root handler.
         logs.configure_logging(settings.log_format, settings.log_level)
@@ -48,3 +58,4 @@ def connect(runtime: Runtime, settings: Settings) -> None:
     signals.task_prerun.connect(on_prerun, weak=False)
     signals.task_postrun.connect(on_postrun, weak=False)
     signals.setup_logging.connect(on_setup_logging, weak=False)
+    signals.worker_ready.connect(on_worker_ready, weak=False)

@@ -86,6 +86,8 @@ def test_worker_whose_broker_connections_are_cut_reconnects_and_loses_nothing(
     with sessions.begin() as s:
         assert [(a.attempt, a.outcome) for a in store.list_attempts(s, inflight.row.id)] == [(1, "sent")]
     assert worker.proc.poll() is None  # the same worker, not a restarted one
+    # and its log says what happened without Celery 6's warning about the setting we pin
+    assert "Connection to broker lost" in worker.log() and "optional breaking change" not in worker.log()
 
 
 def test_a_worker_stopped_for_a_deploy_finishes_its_send_and_hands_back_its_retries(
