@@ -7,6 +7,7 @@ once) while the test itself keeps talking to the real server directly.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 
@@ -68,21 +69,17 @@ class TcpProxy:
                 threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
 
     def _pump(self, source: socket.socket, sink: socket.socket) -> None:
-        try:
+        # An OSError means the other side went away or `cut` closed it: either ends this connection.
+        with contextlib.suppress(OSError):
             while chunk := source.recv(65536):
                 sink.sendall(chunk)
-        except OSError:
-            pass  # the other side went away, or `cut` closed it: either ends this connection
-        finally:
-            for sock in (source, sink):
-                with self._lock:
-                    self._open.discard(sock)
-                _close(sock)
+        for sock in (source, sink):
+            with self._lock:
+                self._open.discard(sock)
+            _close(sock)
 
 
 def _close(sock: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):  # already disconnected
         sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass  # already disconnected
     sock.close()
