@@ -44,7 +44,10 @@ def register_tasks(app: Celery, runtime: Runtime) -> None:
                           args[:1], type(exc).__name__, exc)
                 return
             notification_id = args[0]
-            attempt = Attempt(notification_id, _attempt_number(args, kwargs), task_id, runtime.hostname)
+            # The attempt the task body made (its start times the log line and bounds how long the
+            # record may wait for the database); rebuilt only if the body never got that far.
+            attempt = getattr(self.request, "certctl_attempt", None) or Attempt(
+                notification_id, _attempt_number(args, kwargs), task_id, runtime.hostname)
             runtime.delivery.record_dead(notification_id, attempt, exc)
 
     @app.task(
@@ -56,6 +59,7 @@ def register_tasks(app: Celery, runtime: Runtime) -> None:
     def deliver(self, notification_id: str, attempt: int = 1) -> str:
         """Make attempt ``attempt`` of one notification: claim, send, record, retry or fail."""
         current = Attempt(notification_id, int(attempt), self.request.id, self.request.hostname or runtime.hostname)
+        self.request.certctl_attempt = current  # for on_failure, which runs in this request's context
         delivery = runtime.delivery
         row = delivery.claim(current)
         if row is None:

@@ -3,6 +3,8 @@ HTTP receiver, and the real backoff schedule compressed to a 50 ms base."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from standardwebhooks import Webhook
 
@@ -84,6 +86,20 @@ def test_permanent_answer_goes_dead_after_one_attempt(sessions, receiver, make_e
     [only] = attempts_of(sessions, row.id)
     assert (only.outcome, only.error_class) == ("dead", "permanent")
     assert len(receiver.for_key(f"c-{status}")) == 1
+
+
+def test_the_dead_letter_log_line_says_how_long_the_attempt_took(sessions, receiver, make_env, start_worker,
+                                                                   enqueue):
+    # Given a receiver that takes 0.5 s to refuse the request for good
+    receiver.script("c-slow-410", [Answer(410, delay=0.5)])
+    worker = start_worker(make_env())
+    row = enqueue("c-slow-410")
+    wait_for(settled(sessions, row.id, "dead", "sent"), message="dead letter")
+    # Then the worker's line for that attempt times the whole attempt, as the attempt record does
+    line = wait_for(lambda: re.search(rf"{row.id} attempt 1/5 via Webhook: dead in (\d+) ms", worker.log()),
+                    message="the attempt's log line")
+    [only] = attempts_of(sessions, row.id)
+    assert int(line.group(1)) >= 500 and only.duration_ms >= 500
 
 
 def test_retry_after_is_honoured_but_capped(sessions, receiver, make_env, start_worker, enqueue):
