@@ -226,6 +226,15 @@ def test_a_relay_that_never_answers_is_transient_after_the_timeout():
         peer.stop()
 
 
+def test_a_relay_that_is_down_is_transient():
+    # Given a port nothing listens on (the relay is down or restarting)
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        port = closed.getsockname()[1]
+    # When a notification is sent, then it is a failure to retry later, naming the relay
+    with pytest.raises(TransientError, match=rf"cannot reach 127.0.0.1:{port}: ConnectionRefusedError"):
+        channel(port).send(note())
+
+
 @pytest.mark.parametrize("field", ["recipient", "subject"])
 def test_header_injection_is_refused_before_connecting(field):
     # Given a relay that counts connections
