@@ -18,7 +18,7 @@ from sqlalchemy import Row
 
 from certctl_notify import store
 from certctl_notify.channels.base import Channel, Notification, Sent, UnconfiguredChannel
-from certctl_notify.db import Transactions, retry_on_disconnect, retry_while_unavailable
+from certctl_notify.db import Transactions, retry_while_unavailable
 from certctl_notify.errors import DeliveryError, PermanentError, TransientError
 from certctl_notify.metrics import NO_METRICS, Recorder
 from certctl_notify.model import Outcome, utcnow
@@ -54,12 +54,15 @@ class Delivery:
         policy: RetryPolicy,
         *,
         lease_seconds: float,
+        claim_patience_seconds: float = 0.0,
         record_patience_seconds: float = 0.0,
         now: Callable[[], datetime] = utcnow,
         metrics: Recorder = NO_METRICS,
     ):
         self.sessions = sessions
-        #: How long after an attempt started its outcome may still wait for an unreachable database.
+        #: How long after an attempt started its claim, and its outcome, may still wait for an
+        #: unreachable database.
+        self.claim_patience_seconds = claim_patience_seconds
         self.record_patience_seconds = record_patience_seconds
         self.metrics = metrics
         self.channels = channels
@@ -76,7 +79,10 @@ class Delivery:
                     lease_seconds=self.lease_seconds, worker=attempt.worker, task_id=attempt.task_id,
                 )
 
-        row = retry_on_disconnect(claim, f"{attempt.notification_id} attempt {attempt.number}: claim")
+        # Waiting out a short outage here keeps the rest of the queue in the broker, to flow as soon as
+        # the database is back; past the patience the task fails and the sweep re-dispatches the row.
+        row = retry_while_unavailable(claim, f"{attempt.notification_id} attempt {attempt.number}: claim",
+                                      until=attempt.started + self.claim_patience_seconds)
         if row is None:
             log.info("%s attempt %d: nothing to claim (already done, superseded or in progress elsewhere)",
                      attempt.notification_id, attempt.number)

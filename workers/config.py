@@ -25,6 +25,12 @@ def soft_time_limit(settings: Settings) -> float:
     return max(time_limit * 0.9, time_limit - 5)
 
 
+def claim_patience(settings: Settings) -> float:
+    """How long after an attempt starts its claim may wait for an unreachable database: 1/4 of the
+    time limit, leaving at least half of it for the send before the outcome's own patience ends."""
+    return settings.worker.task_time_limit_seconds * 0.25
+
+
 def record_patience(settings: Settings) -> float:
     """How long after an attempt starts its outcome record may wait for an unreachable database:
     3/4 of the time limit, which ends before the soft limit interrupts the attempt."""

@@ -10,7 +10,7 @@ from certctl_notify.db import make_sessions
 from certctl_notify.delivery import Delivery
 from certctl_notify.metrics import Metrics
 from certctl_notify.retry import RetryPolicy
-from workers.config import record_patience
+from workers.config import claim_patience, record_patience
 
 
 class Runtime:
@@ -43,6 +43,7 @@ class Runtime:
             self._delivery = Delivery(
                 self.sessions, build_channels(self.settings), self.policy,
                 lease_seconds=self.settings.worker.lease_seconds, metrics=self.metrics,
+                claim_patience_seconds=claim_patience(self.settings),
                 record_patience_seconds=record_patience(self.settings),
             )
         return self._delivery

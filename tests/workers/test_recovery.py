@@ -118,27 +118,53 @@ def test_a_worker_stopped_for_a_deploy_finishes_its_send_and_hands_back_its_retr
     assert [len(receiver.for_key(k)) for k in ("c-deploy-inflight", "c-deploy-retry")] == [1, 2]
 
 
-def test_a_database_outage_seen_by_the_worker_delays_alerts_but_never_loses_or_repeats_them(
+def assert_each_sent_once_on_attempt_1(sessions, receiver, results) -> None:
+    """Wait until every enqueued row is sent; each on its first attempt, and received exactly once."""
+    for result in results:
+        done = wait_for(lambda r=result: (row := row_of(sessions, r.row.id)).status == "sent" and row, timeout=30,
+                        message="delivery after the outage")
+        assert done.retry_count == 0
+        assert len(receiver.for_key(result.row.certificate_id)) == 1
+
+
+def test_a_short_database_outage_is_waited_out_and_alerts_raised_meanwhile_flow_when_it_ends(
     sessions, receiver, make_env, start_worker, producer, database_proxy
 ):
-    # Given a worker (with beat) whose every connection to PostgreSQL is cut
+    # Given a worker (no beat: no sweep to fall back on) whose every connection to PostgreSQL is cut
     proxy, proxied_url = database_proxy
-    worker = start_worker(make_env(CERTCTL_DATABASE_URL=proxied_url), beat=True)
+    env = make_env(CERTCTL_DATABASE_URL=proxied_url, CERTCTL_TASK_TIME_LIMIT="10s", CERTCTL_CLAIM_LEASE="12s")
+    worker = start_worker(env)  # a claim may wait 2.5 s (1/4 of the time limit) for the database
     proxy.cut()
     # When alerts arrive meanwhile (committed by a producer that still reaches the database)
+    results = [client.enqueue_alert(sessions, CeleryDispatcher(producer), alert(f"c-pg-blip-{i}"))[0]
+               for i in range(3)]
+    # Then the deliveries wait to claim their rows and send nothing meanwhile: no send without a claim
+    wait_for(lambda: "claim: the database is unavailable" in worker.log(), message="claims meeting the outage")
+    assert not any(receiver.for_key(f"c-pg-blip-{i}") for i in range(3))
+    # And once PostgreSQL is back each is delivered once, on attempt 1, by the messages themselves
+    proxy.restore()
+    assert_each_sent_once_on_attempt_1(sessions, receiver, results)
+    assert "failed outside the channel" not in worker.log()
+
+
+def test_a_long_database_outage_delays_alerts_but_never_loses_or_repeats_them(
+    sessions, receiver, make_env, start_worker, producer, database_proxy
+):
+    # Given a worker (with beat) cut off from PostgreSQL for longer than a claim may wait (0.5 s here)
+    proxy, proxied_url = database_proxy
+    env = make_env(CERTCTL_DATABASE_URL=proxied_url, CERTCTL_TASK_TIME_LIMIT="2s", CERTCTL_CLAIM_LEASE="3s")
+    worker = start_worker(env, beat=True)
+    proxy.cut()
+    # When alerts arrive meanwhile
     results = [client.enqueue_alert(sessions, CeleryDispatcher(producer), alert(f"c-pg-out-{i}"))[0]
                for i in range(3)]
-    # Then each delivery task fails to claim and sends nothing: no send without a claim
+    # Then each delivery task gives up its claim and sends nothing: no send without a claim
     wait_for(lambda: worker.log().count("failed outside the channel") >= 3, message="three failed claims")
     assert not any(receiver.for_key(f"c-pg-out-{i}") for i in range(3))
     assert {row_of(sessions, r.row.id).status for r in results} == {"pending"}
     # And once PostgreSQL is reachable again the sweep re-dispatches each, delivered once on attempt 1
     proxy.restore()
-    for result in results:
-        done = wait_for(lambda r=result: (row := row_of(sessions, r.row.id)).status == "sent" and row, timeout=30,
-                        message="delivery after the outage")
-        assert done.retry_count == 0
-    assert [len(receiver.for_key(f"c-pg-out-{i}")) for i in range(3)] == [1, 1, 1]
+    assert_each_sent_once_on_attempt_1(sessions, receiver, results)
     assert worker.proc.poll() is None
 
 
