@@ -3,6 +3,7 @@ clean-up, failure report) and per-process CPU accounting of the local services."
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
 import uuid
@@ -147,11 +148,10 @@ def cpu_by_pid(groups: dict[str, list]) -> dict[str, dict[int, float]]:
     for group, processes in groups.items():
         per_pid[group] = {}
         for p in processes:
-            try:
+            # a process that exited since it was listed has nothing left to count
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
                 t = p.cpu_times()
                 per_pid[group][p.pid] = t.user + t.system
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                pass
     return per_pid
 
 

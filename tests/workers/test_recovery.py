@@ -47,8 +47,8 @@ def test_retry_lost_with_the_broker_flushed_is_redispatched_by_the_sweep(
 def cut_broker_connections(worker, broker_url: str) -> int:
     """What a Redis restart or failover does to a running worker: every TCP connection it (main
     process, pool and beat) holds to Redis is closed by the server. Returns how many were cut."""
-    port = redis.Redis.from_url(broker_url).connection_pool.connection_kwargs["port"]
     server = redis.Redis.from_url(broker_url)
+    port = server.connection_pool.connection_kwargs["port"]
     cut = 0
     for process in [psutil.Process(worker.proc.pid), *worker.children()]:
         for conn in process.net_connections(kind="tcp"):
