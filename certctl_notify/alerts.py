@@ -58,13 +58,12 @@ class Alert:
     dedupe_key: str | None
 
     def rows(self, now: datetime, *, source: str | None = None) -> list[dict]:
-        """One new pending row per channel. With several channels each row's dedupe key gets the
-        channel appended, so a repeated request still finds every row it created.
+        """One new pending row per channel, each with the alert's dedupe key: the key is unique per
+        channel, so a repeated request finds each row it created whatever list of channels it names.
 
         ``source`` names the message the alert came in (a Celery task id): the row ids are then
         derived from it, so handling that message again yields the same ids, not new rows.
         """
-        many = len(self.channels) > 1
         return [
             {
                 "id": _row_id(source, channel),
@@ -77,7 +76,7 @@ class Alert:
                 "severity": self.severity.value,
                 "status": Status.PENDING.value,
                 "retry_count": 0,
-                "dedupe_key": f"{self.dedupe_key}:{channel.value}" if many and self.dedupe_key else self.dedupe_key,
+                "dedupe_key": self.dedupe_key,
                 "created_at": now,
                 "updated_at": now,
                 "dispatched_at": now,

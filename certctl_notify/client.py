@@ -86,7 +86,8 @@ def enqueue_alert(
                         "at": moment, "actor": actor.name, "action": "enqueue", "request_id": actor.request_id,
                         "detail": {"channel": row["channel"], "type": row["type"]}})
                 if inserted is None:
-                    results.append(Enqueued(store.get_by_dedupe_key(session, row["dedupe_key"]), created=False))
+                    existing = store.get_by_dedupe_key(session, row["dedupe_key"], row["channel"])
+                    results.append(Enqueued(existing, created=False))
                 else:
                     results.append(Enqueued(inserted, created=True))
         return results

@@ -18,6 +18,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -136,7 +137,8 @@ class NotificationEvent(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("CURRENT_TIMESTAMP"))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("CURRENT_TIMESTAMP"))
-    dedupe_key: Mapped[str | None] = mapped_column(Text, unique=True)
+    #: the producer's idempotency key: one key names one alert per channel (unique with ``channel``)
+    dedupe_key: Mapped[str | None] = mapped_column(Text)
     # Not in the original schema: when a delivery task was last published for this row (the sweep's
     # clock for "published but never picked up"), and the claim lease of the attempt in progress.
     dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -145,6 +147,7 @@ class NotificationEvent(Base):
 
     __table_args__ = (
         CheckConstraint(f"status IN ({_STATUS_VALUES})", name="status"),
+        UniqueConstraint("dedupe_key", "channel"),
         Index(
             "idx_notification_events_retry_sweep",
             "next_retry_at",

@@ -72,8 +72,9 @@ def insert_notification_audited(session: Connection, row: dict, audit: dict) -> 
     return session.execute(statements.insert_notification_with_audit(), params).first()
 
 
-def get_by_dedupe_key(session: Connection, key: str) -> Row | None:
-    return session.execute(select(events).where(events.c.dedupe_key == key)).first()
+def get_by_dedupe_key(session: Connection, key: str, channel: str) -> Row | None:
+    """The row a producer's ``dedupe_key`` names on ``channel``."""
+    return session.execute(select(events).where(events.c.dedupe_key == key, events.c.channel == channel)).first()
 
 
 def get(session: Connection, notification_id: str) -> Row | None:

@@ -21,7 +21,8 @@ _UNDELIVERED = [Status.PENDING.value, Status.FAILED.value]
 def insert_notification(dialect: str):
     """INSERT … ON CONFLICT (dedupe_key) DO NOTHING RETURNING *; no row back = the key existed."""
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert(events).on_conflict_do_nothing(index_elements=[events.c.dedupe_key]).returning(*events.c)
+    keyed = insert(events).on_conflict_do_nothing(index_elements=[events.c.dedupe_key, events.c.channel])
+    return keyed.returning(*events.c)
 
 
 def _claim_update():
@@ -122,7 +123,7 @@ def insert_notification_with_audit():
     inserted = (
         postgresql.insert(events)
         .values({c: bindparam(f"v_{c}", type_=events.c[c].type) for c in INTAKE_COLUMNS})
-        .on_conflict_do_nothing(index_elements=[events.c.dedupe_key])
+        .on_conflict_do_nothing(index_elements=[events.c.dedupe_key, events.c.channel])
         .returning(*events.c)
         .cte("inserted")
     )

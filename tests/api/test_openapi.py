@@ -211,4 +211,4 @@ def test_an_api_outliving_a_database_outage_answers_a_documented_503_then_recove
     assert http.post("/api/v1/notifications", headers=ADMIN, json=body).status_code == 202
     assert redis.Redis.from_url(broker_url).llen(DELIVERY_QUEUE) == 1
     with sessions.begin() as s:
-        assert store.get_by_dedupe_key(s, "outage-1").status == "pending"
+        assert store.get_by_dedupe_key(s, "outage-1", "Webhook").status == "pending"

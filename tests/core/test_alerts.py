@@ -49,11 +49,11 @@ def test_channel_and_channels_are_exclusive_and_channels_deduplicate():
     assert [c.value for c in alert.channels] == ["Webhook", "Slack"]
 
 
-def test_multi_channel_rows_get_per_channel_dedupe_keys():
+def test_multi_channel_rows_share_the_dedupe_key_and_get_their_own_ids():
     from datetime import UTC, datetime
 
     alert = parse_alert({**{k: v for k, v in GOOD.items() if k != "channel"}, "channels": ["Webhook", "Slack"],
                          "dedupe_key": "exp-42"})
     rows = alert.rows(datetime.now(UTC))
-    assert [r["dedupe_key"] for r in rows] == ["exp-42:Webhook", "exp-42:Slack"]
+    assert [(r["dedupe_key"], r["channel"]) for r in rows] == [("exp-42", "Webhook"), ("exp-42", "Slack")]
     assert len({r["id"] for r in rows}) == 2

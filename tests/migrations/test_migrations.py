@@ -36,7 +36,7 @@ PG_ADMIN_URL = os.environ.get(
     "CERTCTL_TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 )
 REPO_ROOT = Path(__file__).resolve().parents[2]
-HEAD = "0004_operator_tables"
+HEAD = "0005_dedupe_per_channel"
 ORIGINAL_SERVICE_TABLES = {"managed_certificates"}
 
 ORIGINAL_SCHEMA = """
@@ -396,6 +396,42 @@ def test_downgrade_and_upgrade_again(url, new_database):
     assert schema_diff(url) == []
 
 
+KEYED_ROWS = """
+INSERT INTO notification_events (id, type, channel, recipient, message, status, dedupe_key) VALUES
+  ('n-multi-w', 'Revocation', 'Webhook', '', 'm', 'sent', 'k1:Webhook'),
+  ('n-multi-s', 'Revocation', 'Slack', '', 'm', 'sent', 'k1:Slack'),
+  ('n-single', 'Revocation', 'Webhook', '', 'm', 'sent', 'k2'),
+  ('n-dup', 'Revocation', 'Webhook', '', 'm', 'sent', 'k2:Webhook'),
+  ('n-other', 'Revocation', 'Slack', '', 'm', 'sent', 'k3:Webhook'),
+  ('n-bare', 'Revocation', 'Email', 'a@b.c', 'm', 'sent', ':Email')
+"""
+
+
+def test_dedupe_keys_become_per_channel_and_keep_their_meaning(url):
+    # Given rows keyed the old way: a several-channel alert's "<key>:<Channel>" rows, the duplicate the
+    # old scheme let through ("k2" and "k2:Webhook" on Webhook), and a key naming another channel
+    migrate.upgrade(url, "0004_operator_tables")
+    run_sql(url, KEYED_ROWS)
+    # When it is upgraded
+    migrate.upgrade(url)
+    # Then a several-channel row carries the bare key, the duplicate keeps its suffix (the bare key
+    # is taken on its channel), and keys not ending in their own channel are left alone
+    keys = dict(query(url, "SELECT id, dedupe_key FROM notification_events"))
+    assert keys == {"n-multi-w": "k1", "n-multi-s": "k1", "n-single": "k2", "n-dup": "k2:Webhook",
+                    "n-other": "k3:Webhook", "n-bare": ":Email"}
+    # And one key may now name one row per channel, but never two rows of one channel
+    run_sql(url, "INSERT INTO notification_events (id, type, channel, message, dedupe_key)"
+                 " VALUES ('n-new', 'Revocation', 'Email', 'm', 'k1')")
+    with pytest.raises(sa.exc.IntegrityError):
+        run_sql(url, "INSERT INTO notification_events (id, type, channel, message, dedupe_key)"
+                     " VALUES ('n-again', 'Revocation', 'Email', 'm', 'k1')")
+    # When it is downgraded, Then keys shared across channels get their channel back (unique alone)
+    migrate.downgrade(url, "0004_operator_tables")
+    keys = dict(query(url, "SELECT id, dedupe_key FROM notification_events"))
+    assert (keys["n-multi-w"], keys["n-multi-s"], keys["n-new"]) == ("k1:Webhook", "k1:Slack", "k1:Email")
+    assert keys["n-single"] == "k2"
+
+
 def test_two_replicas_upgrading_at_once_both_succeed(pg_url):
     # Two processes, as replicas are: Alembic's `context` and `op` are module-level proxies, so two
     # migrations in threads of one process would drive each other's connections.
@@ -471,7 +507,7 @@ REBUILD_REVISION = """
 from alembic import op
 
 revision = "9999_rebuild"
-down_revision = "0004_operator_tables"
+down_revision = "%s"
 
 
 def upgrade():
@@ -489,7 +525,7 @@ def test_sqlite_table_rebuild_keeps_the_rows_that_reference_it(new_database, tmp
     # batch mode does for most ALTERs), and a database at 0003 with an event and its attempt
     scripts = tmp_path / "scripts"
     shutil.copytree(migrate.SCRIPT_LOCATION, scripts, ignore=shutil.ignore_patterns("__pycache__"))
-    (scripts / "versions" / "9999_rebuild.py").write_text(REBUILD_REVISION)
+    (scripts / "versions" / "9999_rebuild.py").write_text(REBUILD_REVISION % HEAD)
     url = new_database("sqlite")
     config = migrate.alembic_config(url)
     config.set_main_option("script_location", str(scripts))

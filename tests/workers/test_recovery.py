@@ -291,7 +291,7 @@ def test_enqueue_over_send_task_with_only_the_broker_url(sessions, receiver, mak
     # Then one row exists, delivered once
     def delivered():
         with sessions.begin() as s:
-            row = store.get_by_dedupe_key(s, "renewal-c-send-task-1")
+            row = store.get_by_dedupe_key(s, "renewal-c-send-task-1", fields["channel"])
         return row is not None and row.status == "sent" and row
     wait_for(delivered, message="delivery via send_task")
     time.sleep(0.5)  # give a wrongly duplicated delivery time to show up
