@@ -72,11 +72,9 @@ def start():
         return jsonify(dry_run=True, matched=bulk.count(deps().sessions, f))
     rate = current_app.config["CERTCTL"].api.requeue_rate
     try:
-        job = bulk.start(deps().sessions, deps().dispatcher, f, rate=rate, actor=actor().name)
+        job = bulk.start(deps().sessions, deps().dispatcher, f, rate=rate, actor=actor())
     except bulk.JobConflict as exc:
         raise ApiError(409, "job_running", str(exc)) from None
-    with deps().sessions.begin() as session:
-        record_audit(session, actor(), "bulk_requeue", job.id, utcnow(), {"matched": job.matched, "filter": job.filter})
     return jsonify(job_id=job.id, status=job.status, matched=job.matched, rate_per_second=job.rate_per_second), 202
 
 

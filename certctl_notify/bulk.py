@@ -13,6 +13,7 @@ from datetime import datetime
 from sqlalchemy import Row
 
 from certctl_notify import store
+from certctl_notify.client import Actor, record_audit
 from certctl_notify.db import Transactions
 from certctl_notify.dispatch import Dispatcher, dispatch_quietly
 from certctl_notify.metrics import NO_METRICS, Recorder
@@ -28,7 +29,7 @@ BATCHES_PER_SECOND = 10
 
 
 class _Cancelled(Exception):
-    """Rolls back a batch whose job was cancelled while it ran."""
+    """Rolls back a batch whose job was cancelled, or taken over by a newer chain, while it ran."""
 
 
 class JobConflict(RuntimeError):
@@ -60,8 +61,9 @@ def count(sessions: Transactions, f: NotificationFilter) -> int:
 
 
 def start(sessions: Transactions, dispatcher: Dispatcher, f: NotificationFilter, *, rate: float,
-          actor: str, now: Callable[[], datetime] = utcnow) -> Row:
-    """Create the job (matched = rows unchanged since now) and publish its first chunk.
+          actor: Actor, now: Callable[[], datetime] = utcnow) -> Row:
+    """Create the job (matched = rows unchanged since now) with its audit entry in one transaction,
+    then publish its first chunk.
 
     Raises:
         JobConflict: another bulk requeue is still running.
@@ -73,22 +75,24 @@ def start(sessions: Transactions, dispatcher: Dispatcher, f: NotificationFilter,
             raise JobConflict(f"bulk requeue {running.id} is still running; cancel it or wait for it")
         matched = store.count_matching(session, f, unchanged_since=moment)
         job = store.insert_job(session, job_id=f"job_{uuid.uuid4().hex}", filter=_serialisable(f), rate=rate,
-                               matched=matched, cutoff=moment, actor=actor, now=moment)
-    log.info("bulk requeue %s by %s: %d rows at %g/s", job.id, actor, matched, rate)
+                               matched=matched, cutoff=moment, actor=actor.name, now=moment)
+        record_audit(session, actor, "bulk_requeue", job.id, moment, {"matched": job.matched, "filter": job.filter})
+    log.info("bulk requeue %s by %s: %d rows at %g/s", job.id, actor.name, matched, rate)
     try:
-        dispatcher.run_requeue_job(job.id)
+        dispatcher.run_requeue_job(job.id, job.generation)
     except Exception as exc:  # classified: the sweep resumes a job that makes no progress
         log.warning("publish of bulk requeue %s failed (%s); the sweep will resume it", job.id, exc)
     return job
 
 
-def run_chunk(sessions: Transactions, dispatcher: Dispatcher, job_id: str, *,
+def run_chunk(sessions: Transactions, dispatcher: Dispatcher, job_id: str, generation: int = 0, *,
               chunk_seconds: float = CHUNK_SECONDS, now: Callable[[], datetime] = utcnow,
               sleep: Callable[[float], None] = time.sleep, metrics: Recorder = NO_METRICS) -> bool:
-    """Work on a job for about ``chunk_seconds``; True when it has more to do."""
+    """Work on a job for about ``chunk_seconds`` as the chain of ``generation``; True when it has more
+    to do. A chain the sweep has taken over (a newer generation owns the job) stops at once."""
     with sessions.begin() as session:
         job = store.get_job(session, job_id)
-    if job is None or job.status != "running":
+    if job is None or job.status != "running" or job.generation != generation:
         return False
     f, rate = _filter_of(job), job.rate_per_second
     batch = max(1, int(rate / BATCHES_PER_SECOND))
@@ -100,15 +104,15 @@ def run_chunk(sessions: Transactions, dispatcher: Dispatcher, job_id: str, *,
             with sessions.begin() as session:
                 ids = store.job_batch_ids(session, f, after=cursor, cutoff=job.cutoff, limit=batch)
                 if not ids:
-                    store.finish_job(session, job_id, now=moment)
+                    store.finish_job(session, job_id, generation=generation, now=moment)
                     log.info("bulk requeue %s done", job_id)
                     return False
                 requeued = store.requeue_many(session, ids, now=moment, unchanged_since=job.cutoff)
-                if store.advance_job(session, job_id, cursor=ids[-1], requeued=len(requeued),
-                                     skipped=len(ids) - len(requeued), now=moment) is None:
+                if store.advance_job(session, job_id, generation=generation, cursor=ids[-1],
+                                     requeued=len(requeued), skipped=len(ids) - len(requeued), now=moment) is None:
                     raise _Cancelled
-        except _Cancelled:  # cancelled meanwhile: this batch is rolled back, nothing more is requeued
-            log.info("bulk requeue %s cancelled", job_id)
+        except _Cancelled:  # cancelled or taken over meanwhile: this batch is rolled back
+            log.info("bulk requeue %s: cancelled, or taken over by a newer chain; this one stops", job_id)
             return False
         metrics.requeued("bulk", len(requeued))
         for notification_id in requeued:

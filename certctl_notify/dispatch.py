@@ -28,8 +28,8 @@ class Dispatcher(Protocol):
     def dispatch(self, notification_id: str, attempt: int) -> None:
         """Publish the delivery task for ``attempt`` of a row; raise when the broker refused it."""
 
-    def run_requeue_job(self, job_id: str) -> None:
-        """Publish the next chunk of a bulk requeue job."""
+    def run_requeue_job(self, job_id: str, generation: int) -> None:
+        """Publish the next chunk of a bulk requeue job, for the chain of that ``generation``."""
 
 
 class CeleryDispatcher:
@@ -52,8 +52,8 @@ class CeleryDispatcher:
             argsrepr=repr(args), kwargsrepr="{}", **self._options,
         )
 
-    def run_requeue_job(self, job_id: str) -> None:
-        self._app.send_task(BULK_REQUEUE_TASK, args=[job_id])
+    def run_requeue_job(self, job_id: str, generation: int) -> None:
+        self._app.send_task(BULK_REQUEUE_TASK, args=[job_id, generation])
 
 
 def dispatch_quietly(dispatcher: Dispatcher, notification_id: str, attempt: int) -> bool:

@@ -46,6 +46,8 @@ class RequeueJob(Base):
     requeued: Mapped[int] = mapped_column(Integer, server_default="0")
     skipped: Mapped[int] = mapped_column(Integer, server_default="0")  #: changed state meanwhile
     cursor: Mapped[str | None] = mapped_column(Text)  #: last notification id processed
+    #: the chain of chunk messages that owns the job; the sweep takes a stalled job over by raising it
+    generation: Mapped[int] = mapped_column(Integer, server_default="0")
     cutoff: Mapped[datetime] = mapped_column(UTCDateTime)  #: rows last changed after this are not touched
     actor: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -58,11 +58,12 @@ def sweep_once(
             session, now=moment, grace_seconds=settings.grace_seconds, limit=settings.batch_size
         )
         store.mark_dispatched(session, (r.id for r in rows), now=moment)
-        stalled = store.stale_jobs(session, older_than=moment - timedelta(seconds=max(settings.grace_seconds, 30)))
-    for job_id in stalled:  # a bulk requeue whose worker died: resume it from its cursor
-        log.info("sweep resumes bulk requeue %s", job_id)
+        stalled = store.take_over_stalled_jobs(
+            session, older_than=moment - timedelta(seconds=max(settings.grace_seconds, 30)), now=moment)
+    for job_id, generation in stalled:  # a bulk requeue whose chain stopped or waits: resume it from its cursor
+        log.info("sweep resumes bulk requeue %s (generation %d)", job_id, generation)
         try:
-            dispatcher.run_requeue_job(job_id)
+            dispatcher.run_requeue_job(job_id, generation)
         except Exception as exc:  # classified: the next tick tries again
             log.warning("resuming bulk requeue %s failed: %s", job_id, exc)
     reasons: Counter[str] = Counter()

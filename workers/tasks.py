@@ -98,12 +98,12 @@ def register_tasks(app: Celery, runtime: Runtime) -> None:
         return [result.row.id for result in results]
 
     @app.task(name=BULK_REQUEUE_TASK, acks_late=True)
-    def bulk_requeue(job_id: str) -> None:
+    def bulk_requeue(job_id: str, generation: int = 0) -> None:
         """One chunk (~5 s) of a bulk requeue job; publishes the next chunk while work remains."""
         # half the time limit per chunk, so a chunk never meets the soft limit mid-batch
         chunk = min(CHUNK_SECONDS, runtime.settings.worker.task_time_limit_seconds / 2)
-        if run_chunk(runtime.sessions, dispatcher, job_id, chunk_seconds=chunk, metrics=runtime.metrics):
-            dispatcher.run_requeue_job(job_id)
+        if run_chunk(runtime.sessions, dispatcher, job_id, generation, chunk_seconds=chunk, metrics=runtime.metrics):
+            dispatcher.run_requeue_job(job_id, generation)
 
     @app.task(name=SWEEP_TASK)
     def sweep() -> int:

@@ -14,7 +14,7 @@ from certctl_notify.store.reads import NotificationFilter, filter_clauses
 
 __all__ = [
     "add_audit", "list_audit", "insert_job", "get_job", "running_job", "job_batch_ids", "advance_job",
-    "finish_job", "cancel_job", "stale_jobs", "count_matching",
+    "finish_job", "cancel_job", "take_over_stalled_jobs", "count_matching",
 ]
 
 
@@ -64,23 +64,29 @@ def job_batch_ids(session: Connection, f: NotificationFilter, *, after: str | No
     return list(session.execute(select(events.c.id).where(*where).order_by(events.c.id).limit(limit)).scalars())
 
 
-def advance_job(session: Connection, job_id: str, *, cursor: str, requeued: int, skipped: int,
+def _owned(job_id: str, generation: int) -> tuple:
+    """The job is still running and still this chain's (not cancelled, not taken over by the sweep)."""
+    return (requeue_jobs.c.id == job_id, requeue_jobs.c.status == JobStatus.RUNNING.value,
+            requeue_jobs.c.generation == generation)
+
+
+def advance_job(session: Connection, job_id: str, *, generation: int, cursor: str, requeued: int, skipped: int,
                 now: datetime) -> Row | None:
-    """Record progress; None when the job is no longer running (cancelled meanwhile)."""
+    """Record progress; None when the job is no longer this chain's (cancelled or taken over meanwhile)."""
     return session.execute(
         update(requeue_jobs)
-        .where(requeue_jobs.c.id == job_id, requeue_jobs.c.status == JobStatus.RUNNING.value)
+        .where(*_owned(job_id, generation))
         .values(cursor=cursor, requeued=requeue_jobs.c.requeued + requeued,
                 skipped=requeue_jobs.c.skipped + skipped, updated_at=now)
         .returning(*requeue_jobs.c)
     ).first()
 
 
-def finish_job(session: Connection, job_id: str, *, now: datetime) -> Row | None:
+def finish_job(session: Connection, job_id: str, *, generation: int, now: datetime) -> Row | None:
     """Done: every matched row not requeued was skipped because it changed state meanwhile."""
     return session.execute(
         update(requeue_jobs)
-        .where(requeue_jobs.c.id == job_id, requeue_jobs.c.status == JobStatus.RUNNING.value)
+        .where(*_owned(job_id, generation))
         .values(status=JobStatus.DONE.value, updated_at=now, finished_at=now,
                 skipped=func.greatest(requeue_jobs.c.matched - requeue_jobs.c.requeued, requeue_jobs.c.skipped)
                 if session.dialect.name == "postgresql"
@@ -98,7 +104,13 @@ def cancel_job(session: Connection, job_id: str, *, now: datetime) -> Row | None
     ).first()
 
 
-def stale_jobs(session: Connection, *, older_than: datetime) -> list[str]:
-    """Running jobs that made no progress since ``older_than`` (their worker died): to resume."""
-    return list(session.execute(select(requeue_jobs.c.id).where(
-        requeue_jobs.c.status == JobStatus.RUNNING.value, requeue_jobs.c.updated_at < older_than)).scalars())
+def take_over_stalled_jobs(session: Connection, *, older_than: datetime, now: datetime) -> list[tuple[str, int]]:
+    """Running jobs that made no progress since ``older_than`` (their worker died, or their next chunk
+    waits behind a busy queue), each taken over by a new generation: (job id, generation) to resume.
+    A chunk of an older generation that runs later finds the job no longer its own and stops."""
+    return [tuple(row) for row in session.execute(
+        update(requeue_jobs)
+        .where(requeue_jobs.c.status == JobStatus.RUNNING.value, requeue_jobs.c.updated_at < older_than)
+        .values(generation=requeue_jobs.c.generation + 1, updated_at=now)
+        .returning(requeue_jobs.c.id, requeue_jobs.c.generation)
+    ).all()]

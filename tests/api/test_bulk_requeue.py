@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from api.app import create_app
 from certctl_notify import store
@@ -107,3 +107,39 @@ def test_bulk_requeue_can_be_cancelled_part_way_and_skips_rows_that_changed(sess
     assert job["status"] == "done"
     assert job["requeued"] + job["skipped"] == job["matched"] and job["skipped"] == 1
     assert status_counts(sessions)["dead"] == 0
+
+
+@pytest.fixture
+def audit_refused(sessions):
+    """A database that refuses to write a bulk_requeue audit entry (as a blip at that moment would)."""
+    with sessions.begin() as s:
+        s.execute(text("CREATE FUNCTION certctl_test_refuse() RETURNS trigger LANGUAGE plpgsql AS"
+                       " $$ BEGIN RAISE EXCEPTION 'audit refused by the test'; END $$"))
+        s.execute(text("CREATE TRIGGER certctl_test_refuse BEFORE INSERT ON audit_log FOR EACH ROW"
+                       " WHEN (NEW.action = 'bulk_requeue') EXECUTE FUNCTION certctl_test_refuse()"))
+    yield lambda: drop_refusal(sessions)
+    drop_refusal(sessions)
+
+
+def drop_refusal(sessions):
+    with sessions.begin() as s:
+        s.execute(text("DROP TRIGGER IF EXISTS certctl_test_refuse ON audit_log"))
+        s.execute(text("DROP FUNCTION IF EXISTS certctl_test_refuse()"))
+
+
+def test_a_bulk_requeue_whose_audit_entry_fails_starts_nothing_and_can_be_retried(sessions, dead_rows, make_env,
+                                                                                 audit_refused, broker_url):
+    http = create_app(load_settings(make_env())).test_client()
+    # Given an audit entry that cannot be written at the moment a bulk requeue is asked for
+    # When it is asked for, Then it fails as a whole: no job was created (none runs unaudited)
+    failed = http.post("/api/v1/notifications/requeue", json={"status": "dead"}, headers=ADMIN)
+    assert failed.status_code == 500
+    with sessions.begin() as s:
+        assert s.execute(text("SELECT count(*) FROM requeue_jobs")).scalar_one() == 0
+    # When the database recovers and the client retries, Then the job starts (not 409), audited once
+    audit_refused()
+    retried = http.post("/api/v1/notifications/requeue", json={"status": "dead"}, headers=ADMIN)
+    assert retried.status_code == 202, retried.json
+    with sessions.begin() as s:
+        audit = s.execute(text("SELECT target FROM audit_log WHERE action = 'bulk_requeue'")).scalars().all()
+    assert audit == [retried.json["job_id"]]

@@ -234,7 +234,7 @@ def test_every_refused_request_changes_nothing(http, insert, sessions, engine, b
         for job_id in ("job_done", "job_running"):
             store.insert_job(s, job_id=job_id, filter={}, rate=10.0, matched=0, cutoff=now, actor="ops",
                              now=now)
-        store.finish_job(s, "job_done", now=now)
+        store.finish_job(s, "job_done", generation=0, now=now)
     alert = {"type": "ExpirationWarning", "channel": "Webhook", "message": "7 days"}
     refused = [
         ("post", LIST, {}, alert, 401), ("post", LIST, READ, alert, 403),
