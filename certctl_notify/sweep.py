@@ -29,8 +29,9 @@ class SweepReport:
         return sum(self.redispatched.values())
 
 
-def _reason(row, now: datetime) -> str:
-    if row.lease_expires_at is not None and row.lease_expires_at < now:
+def _reason(row) -> str:
+    # Due rows hold no live lease (by the database's clock): one still set ran out mid-attempt.
+    if row.lease_expires_at is not None:
         return "abandoned"
     return "overdue" if row.status == "failed" else "stale_pending"
 
@@ -70,7 +71,7 @@ def sweep_once(
     failures = 0
     for row in rows:
         if dispatch_quietly(dispatcher, row.id, row.retry_count + 1):
-            reasons[_reason(row, moment)] += 1
+            reasons[_reason(row)] += 1
         else:
             failures += 1
     metrics.redispatched(reasons)

@@ -15,6 +15,7 @@ from sqlalchemy import Connection, Row, func, or_, select, text, union_all, upda
 
 from certctl_notify.model import TRANSITIONS, Outcome, Status, attempts, events
 from certctl_notify.store import statements
+from certctl_notify.store.clock import db_now
 
 __all__ = [
     "insert_notification", "insert_notification_audited", "record_sent", "get_by_dedupe_key", "get",
@@ -35,8 +36,9 @@ def _cap(error: str | None) -> str | None:
     return error[: MAX_ERROR_CHARS - 1] + "…"
 
 
-def _live_lease_absent(now: datetime):
-    return or_(events.c.lease_expires_at.is_(None), events.c.lease_expires_at < now)
+def _live_lease_absent():
+    """No attempt holds the row: no lease, or one that ran out by the database's clock."""
+    return or_(events.c.lease_expires_at.is_(None), events.c.lease_expires_at < db_now())
 
 
 def _transition(session: Connection, name: str, notification_id: str, *where, **values) -> Row | None:
@@ -104,13 +106,15 @@ def claim(
 
     Only a pending/failed row with exactly ``attempt - 1`` failures and no live lease can be claimed,
     so a duplicated or stale message (or the sweep racing the broker's retry) finds nothing to do.
+    The lease runs ``lease_seconds`` on the database's clock, whatever this host's clock says;
+    ``now`` stamps the attempt's start.
 
     Returns:
         The claimed row plus ``attempt_id`` (its open attempt record), or None when the message has
         nothing to deliver.
     """
     params = {"b_id": notification_id, "b_failures": attempt - 1, "b_now": now, "b_token": token,
-              "b_lease_until": now + timedelta(seconds=lease_seconds), "b_attempt": attempt, "b_worker": worker,
+              "b_lease_seconds": lease_seconds, "b_attempt": attempt, "b_worker": worker,
               "b_task_id": task_id}
     dialect = session.dialect.name
     if dialect == "postgresql":
@@ -232,7 +236,7 @@ def requeue(
     and (for bulk jobs) when the row changed after ``unchanged_since``."""
     unchanged = () if unchanged_since is None else (events.c.updated_at <= unchanged_since,)
     return _transition(
-        session, "requeue", notification_id, _live_lease_absent(now), *unchanged,
+        session, "requeue", notification_id, _live_lease_absent(), *unchanged,
         retry_count=0, next_retry_at=None, last_error=None, lease_owner=None, lease_expires_at=None,
         dispatched_at=now, updated_at=now,
     )
@@ -243,7 +247,7 @@ def requeue_many(session: Connection, ids: Sequence[str], *, now: datetime, unch
     sources, target = TRANSITIONS["requeue"]
     stmt = (
         update(events)
-        .where(events.c.id.in_(list(ids)), events.c.status.in_([s.value for s in sources]), _live_lease_absent(now),
+        .where(events.c.id.in_(list(ids)), events.c.status.in_([s.value for s in sources]), _live_lease_absent(),
                events.c.updated_at <= unchanged_since)
         .values(status=target.value, retry_count=0, next_retry_at=None, last_error=None, lease_owner=None,
                 lease_expires_at=None, dispatched_at=now, updated_at=now)
@@ -294,12 +298,12 @@ def due_for_redispatch(session: Connection, *, now: datetime, grace_seconds: flo
         events.c.next_retry_at.is_not(None),
         events.c.next_retry_at <= cutoff,
         or_(events.c.dispatched_at.is_(None), events.c.dispatched_at <= cutoff),
-        _live_lease_absent(now),
+        _live_lease_absent(),
     )
     stale = select(*columns, events.c.dispatched_at.label("due_at")).where(
         events.c.status == Status.PENDING.value,
         events.c.dispatched_at <= cutoff,
-        _live_lease_absent(now),
+        _live_lease_absent(),
     )
     both = union_all(overdue, stale).subquery()
     return session.execute(select(both).order_by(both.c.due_at, both.c.id).limit(limit)).all()

@@ -13,6 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from certctl_notify.model import TRANSITIONS, Status, attempts, events
 from certctl_notify.model_ops import audit_log
+from certctl_notify.store.clock import db_now, db_now_plus
 
 _UNDELIVERED = [Status.PENDING.value, Status.FAILED.value]
 
@@ -32,9 +33,9 @@ def _claim_update():
             events.c.id == bindparam("b_id"),
             events.c.status.in_(_UNDELIVERED),
             events.c.retry_count == bindparam("b_failures"),
-            or_(events.c.lease_expires_at.is_(None), events.c.lease_expires_at < bindparam("b_now")),
+            or_(events.c.lease_expires_at.is_(None), events.c.lease_expires_at < db_now()),
         )
-        .values(lease_owner=bindparam("b_token"), lease_expires_at=bindparam("b_lease_until"),
+        .values(lease_owner=bindparam("b_token"), lease_expires_at=db_now_plus("b_lease_seconds"),
                 updated_at=bindparam("b_now"))
         .returning(*events.c)
     )

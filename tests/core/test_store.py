@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import text
 
 from certctl_notify import store
 
@@ -25,6 +26,13 @@ def claim(sessions, nid, attempt=1, token="t:1", now=NOW, lease=60):
                            task_id=token.split(":")[0])
 
 
+def expire_lease(sessions, nid):
+    """What time does to a lease (it is measured on the database's clock, not the test's)."""
+    with sessions.begin() as s:
+        s.execute(store.events.update().where(store.events.c.id == nid).values(
+            lease_expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+
+
 def current(sessions, nid):
     with sessions.begin() as s:
         return store.get(s, nid)
@@ -35,13 +43,15 @@ def test_only_the_expected_attempt_can_be_claimed_and_only_once(sessions, row_id
     assert claim(sessions, row_id, attempt=1, token="a:1") is not None
     assert claim(sessions, row_id, attempt=1, token="b:1") is None  # duplicate while the lease is live
     # an expired lease (the worker died) can be claimed again
-    assert claim(sessions, row_id, attempt=1, token="c:1", now=NOW + timedelta(seconds=61)) is not None
+    expire_lease(sessions, row_id)
+    assert claim(sessions, row_id, attempt=1, token="c:1") is not None
     assert current(sessions, row_id).lease_owner == "c:1"
 
 
 def test_an_outcome_from_a_lost_claim_changes_nothing(sessions, row_id):
     claim(sessions, row_id, token="a:1")
-    claim(sessions, row_id, token="b:1", now=NOW + timedelta(seconds=61))  # a's lease ran out; b took over
+    expire_lease(sessions, row_id)
+    claim(sessions, row_id, token="b:1")  # a's lease ran out; b took over
     with sessions.begin() as s:
         assert store.mark_sent(s, row_id, token="a:1", now=NOW) is None
         assert store.mark_dead(s, row_id, token="a:1", failures=1, error="late", now=NOW) is None
@@ -78,3 +88,21 @@ def test_long_errors_are_capped(sessions, row_id):
     with sessions.begin() as s:
         dead = store.mark_dead(s, row_id, token="a:1", failures=1, error="x" * 10_000, now=NOW)
     assert len(dead.last_error) == store.MAX_ERROR_CHARS
+
+
+def test_a_lease_runs_on_the_database_clock_whatever_each_hosts_clock_says(sessions, row_id):
+    # Given a worker whose clock is an hour slow claims attempt 1 with a 60 s lease
+    slow, fast = datetime.now(UTC) - timedelta(hours=1), datetime.now(UTC) + timedelta(hours=1)
+    assert claim(sessions, row_id, token="slow:1", now=slow, lease=60) is not None
+    # Then the lease ends about 60 s after the database's now, not an hour ago
+    with sessions.begin() as s:
+        db_now = s.execute(text("SELECT now()")).scalar_one()
+    lease_left = (current(sessions, row_id).lease_expires_at - db_now).total_seconds()
+    assert 55 < lease_left <= 60
+    # And a worker whose clock is an hour fast cannot claim the same attempt while it runs
+    assert claim(sessions, row_id, token="fast:1", now=fast) is None
+    # And neither can an operator's requeue from that host, nor a sweep take it for abandoned
+    with sessions.begin() as s:
+        s.execute(store.events.update().where(store.events.c.id == row_id).values(status="failed"))
+        assert store.requeue(s, row_id, now=fast) is None
+        assert store.due_for_redispatch(s, now=fast, grace_seconds=0, limit=10) == []

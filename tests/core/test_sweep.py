@@ -53,12 +53,12 @@ def test_sweep_republishes_lost_work_and_leaves_everything_else(sessions, dispat
     stale = add(sessions, "pending", age=timedelta(minutes=9))
     abandoned = add(sessions, "failed", age=timedelta(minutes=30), retry_count=1,
                     next_retry_at=NOW - timedelta(minutes=20), lease_owner="t:2",
-                    lease_expires_at=NOW - timedelta(minutes=1))
+                    lease_expires_at=datetime.now(UTC) - timedelta(minutes=1))  # leases: the database's clock
     add(sessions, "failed", age=timedelta(minutes=5), retry_count=1, next_retry_at=NOW + timedelta(minutes=1))
     add(sessions, "failed", age=timedelta(minutes=5), retry_count=1, next_retry_at=NOW - timedelta(seconds=30))
     add(sessions, "pending", age=timedelta(seconds=30))  # just published: the broker has it
     add(sessions, "pending", age=timedelta(minutes=10), lease_owner="t:1",
-        lease_expires_at=NOW + timedelta(minutes=1))  # being attempted right now
+        lease_expires_at=datetime.now(UTC) + timedelta(minutes=1))  # being attempted right now
     for status in ("sent", "dead", "read"):
         add(sessions, status, age=timedelta(hours=1))
     # When the sweep runs
