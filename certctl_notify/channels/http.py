@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -70,12 +71,17 @@ class OutboundHttp:
     the request to a forbidden address.
     """
 
-    def __init__(self, settings: OutboundSettings, *, resolver: Resolver = resolve):
+    def __init__(
+        self, settings: OutboundSettings, *, resolver: Resolver = resolve, tls_context: ssl.SSLContext | None = None,
+    ):
+        """``tls_context`` replaces httpx's default verifying context (certifi's CAs), e.g. to trust a
+        private CA; it is never a way to turn verification off."""
         self._settings = settings
         self._resolver = resolver
         # Requests go to IPs, so a jar would replay one peer's cookies to every name on that IP.
         jar = CookieJar(DefaultCookiePolicy(allowed_domains=[]))
-        self._client = httpx.Client(follow_redirects=False, trust_env=False, cookies=jar)
+        verify = tls_context if tls_context is not None else True
+        self._client = httpx.Client(follow_redirects=False, trust_env=False, cookies=jar, verify=verify)
 
     def close(self) -> None:
         self._client.close()
