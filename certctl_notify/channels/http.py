@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -21,8 +22,8 @@ from certctl_notify.redact import redact, safe_url
 MAX_REDIRECTS = 3
 #: Status codes that mean "try again later"; every other 4xx is permanent.
 TRANSIENT_STATUS = frozenset({408, 425, 429})
-#: Headers that carry credentials, dropped when a redirect leaves the original origin.
-CREDENTIAL_HEADERS = ("authorization", "proxy-authorization", "cookie")
+#: Headers that carry no secret and may follow a redirect to another origin (`OutboundHttp.post`).
+PORTABLE_HEADERS = ("content-type", "user-agent")
 
 Resolver = Callable[[str, int], list[str]]
 
@@ -39,6 +40,10 @@ def _forbidden(address: str) -> str | None:
     ip = getattr(ip, "ipv4_mapped", None) or ip  # ::ffff:127.0.0.1 reaches 127.0.0.1
     kinds = ("loopback", "link_local", "multicast", "unspecified")
     return next((kind.replace("_", "-") for kind in kinds if getattr(ip, f"is_{kind}")), None)
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port  # httpx leaves the port None when it is the scheme's default
 
 
 @dataclass(frozen=True)
@@ -70,12 +75,17 @@ class OutboundHttp:
     the request to a forbidden address.
     """
 
-    def __init__(self, settings: OutboundSettings, *, resolver: Resolver = resolve):
+    def __init__(
+        self, settings: OutboundSettings, *, resolver: Resolver = resolve, tls_context: ssl.SSLContext | None = None,
+    ):
+        """``tls_context`` replaces httpx's default verifying context (certifi's CAs), e.g. to trust a
+        private CA; it is never a way to turn verification off."""
         self._settings = settings
         self._resolver = resolver
         # Requests go to IPs, so a jar would replay one peer's cookies to every name on that IP.
         jar = CookieJar(DefaultCookiePolicy(allowed_domains=[]))
-        self._client = httpx.Client(follow_redirects=False, trust_env=False, cookies=jar)
+        verify = tls_context if tls_context is not None else True
+        self._client = httpx.Client(follow_redirects=False, trust_env=False, cookies=jar, verify=verify)
 
     def close(self) -> None:
         self._client.close()
@@ -97,26 +107,37 @@ class OutboundHttp:
         raise PermanentError(f"refused: {url.host} resolves to {first} ({reason}); "
                              "allow it with CERTCTL_OUTBOUND_ALLOW if this is intended")
 
-    def post(self, url: str, *, content: bytes, headers: Mapping[str, str], secrets=()) -> Reply:
+    def post(
+        self, url: str, *, content: bytes, headers: Mapping[str, str], secrets=(),
+        portable_headers: Collection[str] = PORTABLE_HEADERS,
+    ) -> Reply:
         """POST once, following at most `MAX_REDIRECTS` 307/308 redirects, all within ``timeout_seconds``.
+
+        A redirect on the same origin keeps every header. One to another origin (scheme, host or port)
+        keeps only ``portable_headers`` (lower-case names) of the caller's: any other header may be a
+        credential the new origin must not see. A redirect from https to http is refused.
 
         Raises:
             TransientError: timeouts, connection and TLS errors.
-            PermanentError: a refused address, a non-http or invalid URL, a redirect that is not 307/308.
+            PermanentError: a refused address, a non-http or invalid URL, a redirect that is not 307/308
+                or that downgrades https to http.
         """
         deadline = time.monotonic() + self._settings.timeout_seconds
         # identity: the cap must bound what we hold in memory, and a gzip body can inflate 1000-fold.
         sending = httpx.Headers(headers)
         sending["accept-encoding"] = "identity"  # replaces a configured one, whatever its case
+        keep = {*(name.lower() for name in portable_headers), "accept-encoding"}  # Host is set per hop
         target, location = None, url
         for _hop in range(MAX_REDIRECTS + 1):
             try:
                 following = target.join(location) if target is not None else httpx.URL(location)
             except httpx.InvalidURL as exc:
                 raise PermanentError(redact(f"refused: invalid URL ({exc})", secrets)) from exc
-            if target is not None and (following.scheme, following.netloc) != (target.scheme, target.netloc):
-                for name in CREDENTIAL_HEADERS:  # never hand our credentials to another origin
-                    sending.pop(name, None)
+            if target is not None and target.scheme == "https" and following.scheme == "http":
+                raise PermanentError(f"refused a downgrade: {safe_url(str(target))} redirected to plain "
+                                     f"{safe_url(str(following))}")
+            if target is not None and _origin(following) != _origin(target):
+                sending = httpx.Headers([(k, v) for k, v in sending.multi_items() if k in keep])
             target = following
             pinned, meta = self._pinned(target)
             sending["host"] = meta["host"]  # replaces a configured Host, whatever its case

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from standardwebhooks import Webhook
 
 from certctl_notify.channels.base import Notification, Sent
-from certctl_notify.channels.http import OutboundHttp, classify
+from certctl_notify.channels.http import PORTABLE_HEADERS, OutboundHttp, classify
 from certctl_notify.config import Settings
 from certctl_notify.redact import safe_url, url_secrets
 
@@ -59,18 +59,22 @@ class WebhookChannel:
         body = json.dumps(payload(notification), separators=(",", ":"), ensure_ascii=False)
         # In UTC: the library signs the wall-clock digits as if they were UTC, the header uses the epoch.
         timestamp = self._clock().astimezone(UTC).replace(microsecond=0)
-        headers = {
-            "user-agent": "certctl-notify",
-            **self._headers,
+        protocol = {
             "content-type": "application/json",
             "webhook-id": notification.id,
             "webhook-timestamp": str(int(timestamp.timestamp())),
         }
         if self._signers:
-            headers["webhook-signature"] = " ".join(
+            protocol["webhook-signature"] = " ".join(
                 signer.sign(notification.id, timestamp, body) for signer in self._signers
             )
+        headers = {"user-agent": "certctl-notify", **self._headers, **protocol}
+        # A redirect to another origin gets the signed request (the signature does not reveal the
+        # secret), never a configured header: any of them may be a credential, a User-Agent too.
+        portable = {*protocol, *(name for name in PORTABLE_HEADERS if name not in self._headers)}
         secrets = (*url_secrets(self._url), *self._secrets, *self._headers.values())
-        reply = self._http.post(self._url, content=body.encode(), headers=headers, secrets=secrets)
+        reply = self._http.post(
+            self._url, content=body.encode(), headers=headers, secrets=secrets, portable_headers=portable
+        )
         classify(reply, peer=safe_url(self._url), secrets=secrets)
         return Sent(status_code=reply.status_code)

@@ -9,11 +9,13 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import ssl
 import time
 import uuid
 from datetime import UTC, datetime
 
 import pytest
+import trustme
 from standardwebhooks import Webhook
 
 from certctl_notify.channels.base import Notification, Sent
@@ -21,7 +23,7 @@ from certctl_notify.channels.http import OutboundHttp, retry_after_seconds
 from certctl_notify.channels.webhook import WebhookChannel
 from certctl_notify.config import OutboundSettings
 from certctl_notify.errors import PermanentError, TransientError
-from tests.support.receiver import Answer, RawPeer, headers_of, port_of, read_request
+from tests.support.receiver import Answer, RawPeer, Receiver, headers_of, port_of, read_request
 
 SECRET = "whsec_" + base64.b64encode(b"secret-for-the-http-tests").decode()
 
@@ -62,12 +64,13 @@ class FakeDns:
 
 @pytest.fixture
 def make_channel():
-    """``make_channel(url, allow=…, resolver=…, timeout=…, headers=…)`` with the client closed afterwards."""
+    """``make_channel(url, allow=…, resolver=…, timeout=…, headers=…, tls=…)`` with the client closed
+    afterwards; ``tls`` is the client's verifying context."""
     clients = []
 
-    def make(url, *, allow=(), resolver=None, timeout=1.0, headers=()) -> WebhookChannel:
+    def make(url, *, allow=(), resolver=None, timeout=1.0, headers=(), tls=None) -> WebhookChannel:
         settings = OutboundSettings(allow=tuple(allow), timeout_seconds=timeout)
-        http = OutboundHttp(settings, resolver=resolver) if resolver else OutboundHttp(settings)
+        http = OutboundHttp(settings, **({"resolver": resolver} if resolver else {}), tls_context=tls)
         clients.append(http)
         return WebhookChannel(url, (SECRET,), tuple(headers), http)
 
@@ -242,22 +245,90 @@ def test_a_redirect_loop_stops(receiver, make_channel):
     assert len(receiver.requests) == 4
 
 
-def test_credentials_do_not_follow_a_redirect_to_another_origin(receiver, second_receiver, make_channel):
-    # Given an Authorization header, and a peer that redirects once on its own origin, then to another port
+def test_only_protocol_headers_follow_a_redirect_to_another_origin(receiver, second_receiver, make_channel):
+    # Given configured headers (a credential, an API token, a plain label), and a peer that redirects
+    # once on its own origin, then to another port
     alert = note()
     port, other = port_of(receiver), port_of(second_receiver)
     receiver.script(alert.certificate_id, [
         Answer(status=308, headers={"Location": "/same-origin"}),
         Answer(status=307, headers={"Location": f"http://127.0.0.1:{other}/elsewhere"}),
     ])
-    channel = make_channel(f"http://127.0.0.1:{port}/hook", allow=("127.0.0.1/32",),
-                           headers=(("authorization", "Bearer our-api-key"), ("x-team", "pki")))
+    configured = (("authorization", "Bearer our-api-key"), ("X-Api-Token", "s3cret"), ("x-team", "pki"),
+                  ("User-Agent", "pki-bot"))
+    channel = make_channel(f"http://127.0.0.1:{port}/hook", allow=("127.0.0.1/32",), headers=configured)
     # When the alert is sent
     assert channel.send(alert) == Sent(status_code=200)
-    # Then the same origin got the credential both times, the other origin never did
-    assert [headers_of(r).get("authorization") for r in receiver.requests] == ["Bearer our-api-key"] * 2
+    # Then the same origin got every configured header both times
+    for got in receiver.requests:
+        names = ("authorization", "x-api-token", "x-team", "user-agent")
+        assert {name: headers_of(got).get(name) for name in names} == {
+            "authorization": "Bearer our-api-key", "x-api-token": "s3cret", "x-team": "pki", "user-agent": "pki-bot"}
+    # And the other origin got the same signed POST, but none of the configured headers
     (elsewhere,) = second_receiver.requests
-    assert "authorization" not in headers_of(elsewhere) and headers_of(elsewhere)["x-team"] == "pki"
+    got = headers_of(elsewhere)
+    assert elsewhere.body == receiver.requests[0].body and got["webhook-id"] == alert.id
+    Webhook(SECRET).verify(elsewhere.body, got)
+    assert got["content-type"] == "application/json" and got["host"] == f"127.0.0.1:{other}"
+    assert not {"authorization", "x-api-token", "x-team"} & got.keys() and got.get("user-agent") != "pki-bot"
+    assert "s3cret" not in str(got) and "our-api-key" not in str(got)
+
+
+@pytest.fixture(scope="module")
+def ca():
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def _https_receiver(ca):
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("hooks.test").configure_cert(server_tls)
+    started = Receiver(tls=server_tls).start()
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def https_receiver(_https_receiver):
+    """A receiver serving https for "hooks.test" (resolve it with `FakeDns`), its certificate from `ca`."""
+    _https_receiver.reset()
+    return _https_receiver
+
+
+@pytest.fixture
+def trusting(ca):
+    """A client TLS context that verifies certificates against `ca` (and only it)."""
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+def test_a_redirect_from_https_to_plain_http_is_refused(https_receiver, second_receiver, make_channel, trusting):
+    # Given an https peer whose certificate we trust, answering 307 to an allowed plain-http URL
+    alert = redirect_to(https_receiver, f"http://127.0.0.1:{port_of(second_receiver)}/plain?token=SECRETTOKEN")
+    url = f"https://hooks.test:{port_of(https_receiver)}/hook"
+    channel = make_channel(url, allow=("127.0.0.1/32",), resolver=FakeDns(hooks_test="127.0.0.1"), tls=trusting)
+    # When the alert is sent
+    with pytest.raises(PermanentError, match="downgrade") as caught:
+        channel.send(alert)
+    # Then the https peer got it over TLS, the plain-http URL got nothing, and the error names both
+    # origins but not the redirect's token
+    assert len(https_receiver.requests) == 1 and second_receiver.requests == []
+    assert f"hooks.test:{port_of(https_receiver)}" in str(caught.value)
+    assert f"127.0.0.1:{port_of(second_receiver)}" in str(caught.value)
+    assert "SECRETTOKEN" not in str(caught.value)
+
+
+def test_a_redirect_from_http_to_https_is_followed(receiver, https_receiver, make_channel, trusting):
+    # Given a plain-http peer that moved to https with a 307
+    alert = redirect_to(receiver, f"https://hooks.test:{port_of(https_receiver)}/moved")
+    channel = make_channel(receiver.url, allow=("127.0.0.1/32",), resolver=FakeDns(hooks_test="127.0.0.1"),
+                           tls=trusting)
+    # When the alert is sent, then it arrives at the https location, signed
+    assert channel.send(alert) == Sent(status_code=200)
+    (moved,) = https_receiver.requests
+    assert moved.path == "/moved"
+    Webhook(SECRET).verify(moved.body, headers_of(moved))
 
 
 # --- shared client hygiene and the time budget ---------------------------------------------------

@@ -157,3 +157,18 @@ def test_the_api_key_never_appears_in_the_error(peer, make_channel):
     # Then the key is redacted from the error, which still explains it
     assert "is disabled" in str(caught.value) and API_KEY not in str(caught.value)
     assert "GENIEKEYSECRET" not in str(caught.value)
+
+
+def test_the_geniekey_does_not_follow_a_redirect_to_another_origin(peer, make_channel):
+    # Given OpsGenie answering 308 on its own origin, then 307 to another origin
+    with VendorReceiver(default=ACCEPTED) as elsewhere:
+        peer.script(ALERTS, [Answer(308, headers={"Location": "/v2/alerts/moved"})])
+        peer.script("/v2/alerts/moved", [Answer(307, headers={"Location": elsewhere.url_for(ALERTS)})])
+        alert = notification("OpsGenie")
+        # When an alert is sent
+        assert make_channel().send(alert).status_code == 202
+    # Then OpsGenie's origin got the key on both hops, the other origin got the alert without it
+    assert [headers_of(r)["authorization"] for r in peer.requests] == [f"GenieKey {API_KEY}"] * 2
+    (moved,) = elsewhere.requests
+    assert moved.json["alias"] == alert.id and headers_of(moved)["content-type"] == "application/json"
+    assert "authorization" not in headers_of(moved) and API_KEY not in str(moved.headers)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -40,9 +41,9 @@ class Received:
 
 class Receiver:
     """``script(key, [503, 503, 200])`` answers requests for certificate ``key`` in that order (the
-    last answer repeats); unscripted keys get 200."""
+    last answer repeats); unscripted keys get 200. ``tls`` (a server context) makes it an https peer."""
 
-    def __init__(self):
+    def __init__(self, *, tls: ssl.SSLContext | None = None):
         self._lock = threading.Lock()
         self._scripts: dict[str, list[Answer]] = {}
         self.requests: list[Received] = []
@@ -70,7 +71,10 @@ class Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        scheme = "https" if tls is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}/hook"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def _next(self, got: Received) -> Answer:
