@@ -8,7 +8,7 @@ from api import params, serialize
 from api.auth import require
 from api.errors import ApiError
 from certctl_notify import client, store
-from certctl_notify.errors import ValidationError
+from certctl_notify.errors import NotFound, ValidationError, WrongState
 from certctl_notify.model import AlertType, Channel, Status, utcnow
 from certctl_notify.store.reads import NotificationFilter
 
@@ -31,9 +31,9 @@ def _max_attempts() -> int:
 def _not_found_or_conflict(call, *args, **kwargs):
     try:
         return call(*args, **kwargs)
-    except client.NotFound as exc:
+    except NotFound as exc:
         raise ApiError(404, "not_found", str(exc)) from None
-    except client.WrongState as exc:
+    except WrongState as exc:
         raise ApiError(409, "wrong_state", str(exc)) from None
 
 

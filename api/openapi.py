@@ -14,8 +14,7 @@ from api.app import MAX_BODY_BYTES
 from api.params import MAX_PAGE, MAX_PER_PAGE
 from api.requeue_jobs import MAX_IDS
 from certctl_notify import alerts
-from certctl_notify.model import AlertType, Channel, Outcome, Severity, Status
-from certctl_notify.model_ops import JobStatus
+from certctl_notify.model import AlertType, Channel, JobStatus, Outcome, Severity, Status
 
 bp = Blueprint("openapi", __name__, url_prefix="/api/v1")
 

@@ -10,6 +10,7 @@ from api.errors import ApiError
 from api.notifications import actor, deps
 from certctl_notify import bulk, store
 from certctl_notify.client import record_audit
+from certctl_notify.errors import JobConflict
 from certctl_notify.model import AlertType, Channel, utcnow
 from certctl_notify.store.reads import NotificationFilter
 
@@ -73,7 +74,7 @@ def start():
     rate = current_app.config["CERTCTL"].api.requeue_rate
     try:
         job = bulk.start(deps().sessions, deps().dispatcher, f, rate=rate, actor=actor())
-    except bulk.JobConflict as exc:
+    except JobConflict as exc:
         raise ApiError(409, "job_running", str(exc)) from None
     return jsonify(job_id=job.id, status=job.status, matched=job.matched, rate_per_second=job.rate_per_second), 202
 

@@ -4,14 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-
-class ApiClientError(Exception):
-    """Raised when the API answers with an error envelope or cannot be reached."""
-
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None):
-        super().__init__(message)
-        self.status = status
-        self.code = code
+from certctl_notify.errors import ApiClientError
 
 
 class ApiClient:

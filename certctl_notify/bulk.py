@@ -16,6 +16,7 @@ from certctl_notify import store
 from certctl_notify.client import Actor, record_audit
 from certctl_notify.db import Transactions
 from certctl_notify.dispatch import Dispatcher, dispatch_quietly
+from certctl_notify.errors import JobConflict
 from certctl_notify.metrics import NO_METRICS, Recorder
 from certctl_notify.model import utcnow
 from certctl_notify.store.reads import NotificationFilter
@@ -30,10 +31,6 @@ BATCHES_PER_SECOND = 10
 
 class _Cancelled(Exception):
     """Rolls back a batch whose job was cancelled, or taken over by a newer chain, while it ran."""
-
-
-class JobConflict(RuntimeError):
-    """Raised when a bulk requeue is already running: one at a time keeps the rate a real bound."""
 
 
 def _serialisable(f: NotificationFilter) -> dict:

@@ -19,6 +19,7 @@ from certctl_notify import store
 from certctl_notify.alerts import parse_alert
 from certctl_notify.db import Transactions, retry_on_disconnect
 from certctl_notify.dispatch import Dispatcher, dispatch_quietly
+from certctl_notify.errors import NotFound, WrongState
 from certctl_notify.metrics import NO_METRICS, Recorder
 from certctl_notify.model import TRANSITIONS, utcnow
 
@@ -134,14 +135,6 @@ def _operator_transition(sessions: Transactions, transition, action: str, notifi
     if current is None:
         raise NotFound(f"notification {notification_id} does not exist")
     raise WrongState(refused(current))
-
-
-class NotFound(LookupError):
-    """Raised when no notification has the given id."""
-
-
-class WrongState(RuntimeError):
-    """Raised when a notification's status does not allow the operator's action (HTTP 409)."""
 
 
 def requeue(

@@ -1,4 +1,9 @@
-"""A shallow error tree; each class says what happens next."""
+"""A shallow error tree; each class says what happens next.
+
+``NotifyError`` → ``ConfigError`` | ``ValidationError`` | ``DeliveryError`` (``TransientError``,
+``PermanentError`` → ``ChannelNotConfigured``) | ``OperatorError`` (``NotFound``, ``WrongState``,
+``JobConflict``) | ``ApiClientError``.
+"""
 
 from __future__ import annotations
 
@@ -54,3 +59,33 @@ class PermanentError(DeliveryError):
 
 class ChannelNotConfigured(PermanentError):
     """Raised when a channel's settings are missing; the row goes dead at once, naming the variable to set."""
+
+
+class OperatorError(NotifyError):
+    """Raised when an operator's action cannot be done as asked; nothing was changed."""
+
+
+class NotFound(OperatorError):
+    """Raised when no notification or requeue job has the given id (the API's 404)."""
+
+
+class WrongState(OperatorError):
+    """Raised when a row's or job's state does not allow the action, e.g. requeue of a sent row (409)."""
+
+
+class JobConflict(OperatorError):
+    """Raised when a bulk requeue is asked for while another runs: one at a time keeps the rate a bound (409)."""
+
+
+class ApiClientError(NotifyError):
+    """Raised by the CLI's API client when the API answers with an error envelope or cannot be reached.
+
+    Parameters:
+        status: the HTTP status, or None when the API could not be reached.
+        code: the envelope's ``error`` code.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code

@@ -13,7 +13,6 @@ from contextlib import contextmanager, nullcontext
 from alembic import context
 from sqlalchemy import Connection, pool, text
 
-from certctl_notify import model_ops  # noqa: F401  (registers the operator tables on Base.metadata)
 from certctl_notify.db import make_engine
 from certctl_notify.migrate import MIGRATION_LOCK_KEY
 from certctl_notify.model import Base

@@ -42,7 +42,7 @@ def api_client(url: str, key: str | None):
 
 
 def call(fn, *args, **kwargs):
-    from certctl_notify.apiclient import ApiClientError
+    from certctl_notify.errors import ApiClientError
 
     try:
         return fn(*args, **kwargs)

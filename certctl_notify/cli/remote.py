@@ -63,7 +63,7 @@ def requeue(url, key, ids, all_dead, channel, dry_run) -> None:
     if all_dead:
         _bulk_requeue(api, channel, dry_run)
         return
-    from certctl_notify.apiclient import ApiClientError
+    from certctl_notify.errors import ApiClientError
 
     refused = 0
     for notification_id in ids:

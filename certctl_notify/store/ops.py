@@ -7,8 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, Row, func, select, update
 
-from certctl_notify.model import events
-from certctl_notify.model_ops import JobStatus, audit_log, requeue_jobs
+from certctl_notify.model import JobStatus, audit_log, events, requeue_jobs
 from certctl_notify.store import statements
 from certctl_notify.store.reads import NotificationFilter, filter_clauses
 

@@ -11,8 +11,7 @@ import functools
 from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from certctl_notify.model import TRANSITIONS, Status, attempts, events
-from certctl_notify.model_ops import audit_log
+from certctl_notify.model import TRANSITIONS, Status, attempts, audit_log, events
 from certctl_notify.store.clock import db_now, db_now_plus
 
 _UNDELIVERED = [Status.PENDING.value, Status.FAILED.value]

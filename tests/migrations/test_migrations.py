@@ -25,10 +25,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from certctl_notify import (
-    migrate,
-    model_ops,  # noqa: F401  (the operator tables are part of the schema)
-)
+from certctl_notify import migrate
 from certctl_notify.db import make_engine
 from certctl_notify.model import Base
 

@@ -10,6 +10,7 @@ from standardwebhooks import Webhook
 
 from certctl_notify import client, store
 from certctl_notify.dispatch import CeleryDispatcher
+from certctl_notify.errors import WrongState
 from tests.conftest import COMPRESSED, wait_for
 from tests.support.receiver import Answer
 from tests.support.rows import attempts_of, row_of, settled
@@ -157,7 +158,7 @@ def test_requeue_of_a_dead_row_delivers_it_once_the_receiver_is_healthy(
     assert done.retry_count == 0
     assert len(receiver.for_key("c-requeue")) == 6
     # And requeueing the delivered row is refused and changes nothing
-    with pytest.raises(client.WrongState):
+    with pytest.raises(WrongState):
         client.requeue(sessions, CeleryDispatcher(producer), row.id)
     assert row_of(sessions, row.id).status == "sent"
     assert len(receiver.for_key("c-requeue")) == 6
