@@ -9,9 +9,8 @@ from flask import Flask
 
 from certctl_notify.config import Settings, load_settings
 from certctl_notify.db import make_sessions
-from certctl_notify.dispatch import CeleryDispatcher, Dispatcher
 from certctl_notify.metrics import for_process, scrape_registry
-from certctl_notify.producer import make_producer
+from certctl_notify.publish import CeleryDispatcher, Dispatcher, make_producer
 
 #: Largest request body accepted, in bytes (larger → 413).
 MAX_BODY_BYTES = 1024 * 1024

@@ -11,7 +11,7 @@ import logging
 import time
 from datetime import UTC, datetime
 
-from certctl_notify.dispatch import DELIVER_TASK, DELIVERY_QUEUE
+from certctl_notify.publish import DELIVER_TASK, DELIVERY_QUEUE
 
 log = logging.getLogger(__name__)
 

@@ -402,8 +402,7 @@ class Bench:
         from certctl_notify.client import enqueue_alert
         from certctl_notify.config import load_settings
         from certctl_notify.db import make_sessions
-        from certctl_notify.dispatch import CeleryDispatcher
-        from certctl_notify.producer import make_producer
+        from certctl_notify.publish import CeleryDispatcher, make_producer
 
         env = self.env()
         settings = load_settings(env)
@@ -488,8 +487,7 @@ class Bench:
     def _counted_phase(self, label: str, task: str, counter_key: str, args_for) -> dict:
         """``count`` publishes of one ``bench.noop_app`` task, done when its Redis counter reaches
         ``count``; same queue and publish options as CeleryDispatcher.dispatch on Redis."""
-        from certctl_notify.dispatch import DELIVERY_QUEUE
-        from certctl_notify.producer import make_producer
+        from certctl_notify.publish import DELIVERY_QUEUE, make_producer
 
         producer = make_producer(REDIS_URL)
         worker = self.start_worker("bench.noop_app", self.env())

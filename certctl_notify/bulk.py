@@ -15,10 +15,10 @@ from sqlalchemy import Row
 from certctl_notify import store
 from certctl_notify.client import Actor, record_audit
 from certctl_notify.db import Transactions
-from certctl_notify.dispatch import Dispatcher, dispatch_quietly
 from certctl_notify.errors import JobConflict
 from certctl_notify.metrics import NO_METRICS, Recorder
 from certctl_notify.model import utcnow
+from certctl_notify.publish import Dispatcher, dispatch_quietly
 from certctl_notify.store.reads import NotificationFilter
 
 log = logging.getLogger(__name__)

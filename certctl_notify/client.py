@@ -18,10 +18,10 @@ from sqlalchemy.exc import IntegrityError
 from certctl_notify import store
 from certctl_notify.alerts import parse_alert
 from certctl_notify.db import Transactions, retry_on_disconnect
-from certctl_notify.dispatch import Dispatcher, dispatch_quietly
 from certctl_notify.errors import NotFound, WrongState
 from certctl_notify.metrics import NO_METRICS, Recorder
 from certctl_notify.model import TRANSITIONS, utcnow
+from certctl_notify.publish import Dispatcher, dispatch_quietly
 
 log = logging.getLogger(__name__)
 

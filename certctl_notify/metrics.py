@@ -27,9 +27,9 @@ from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy.exc import SQLAlchemyError
 
 from certctl_notify import store
-from certctl_notify.dispatch import DELIVERY_QUEUE
 from certctl_notify.errors import ChannelNotConfigured, PermanentError
 from certctl_notify.model import Channel, Outcome, utcnow
+from certctl_notify.publish import DELIVERY_QUEUE
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, make_url, text
 from certctl_notify.config import load_settings
 from certctl_notify.db import make_sessions
 from certctl_notify.migrate import upgrade
-from certctl_notify.producer import make_producer
+from certctl_notify.publish import make_producer
 from tests.support.receiver import Receiver
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.worker import WorkerProcess

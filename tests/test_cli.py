@@ -15,7 +15,7 @@ from werkzeug.serving import make_server
 from api.app import create_app
 from certctl_notify import store
 from certctl_notify.cli import main
-from certctl_notify.dispatch import DELIVERY_QUEUE
+from certctl_notify.publish import DELIVERY_QUEUE
 from tests.conftest import wait_for
 
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from kombu import Queue
 
-from certctl_notify.broker import is_redis, transport_for
 from certctl_notify.config import Settings
-from certctl_notify.dispatch import DELIVER_TASK, DELIVERY_QUEUE, SWEEP_TASK
 from certctl_notify.errors import ConfigError
+from certctl_notify.publish import DELIVER_TASK, DELIVERY_QUEUE, SWEEP_TASK, is_redis, transport_for
 
 #: Seconds added to (longest countdown + time limit) for the derived Redis visibility timeout.
 VISIBILITY_MARGIN_SECONDS = 600

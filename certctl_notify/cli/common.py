@@ -22,8 +22,7 @@ def sessions_for(settings: Settings):
 
 
 def dispatcher_for(settings: Settings):
-    from certctl_notify.dispatch import CeleryDispatcher
-    from certctl_notify.producer import make_producer
+    from certctl_notify.publish import CeleryDispatcher, make_producer
 
     return CeleryDispatcher(make_producer(settings.broker_url))
 

@@ -75,7 +75,7 @@ def test_bulk_requeue_can_be_cancelled_part_way_and_skips_rows_that_changed(sess
 
     worker_app = make_celery(settings)
     from certctl_notify.bulk import run_chunk
-    from certctl_notify.dispatch import CeleryDispatcher
+    from certctl_notify.publish import CeleryDispatcher
 
     # Given a bulk requeue of 2,000 rows at 200 rows/s
     job_id = http.post("/api/v1/notifications/requeue", json={"status": "dead"}, headers=ADMIN).json["job_id"]

@@ -10,7 +10,7 @@ import redis
 
 from api.app import create_app
 from certctl_notify import store
-from certctl_notify.dispatch import DELIVERY_QUEUE
+from certctl_notify.publish import DELIVERY_QUEUE
 from tests.api.conftest import ADMIN, READ
 
 

@@ -15,7 +15,7 @@ from referencing.jsonschema import DRAFT202012
 
 from api.app import create_app
 from certctl_notify import store
-from certctl_notify.dispatch import DELIVERY_QUEUE
+from certctl_notify.publish import DELIVERY_QUEUE
 from tests.api.conftest import ADMIN, READ
 
 METHODS = {"get", "post", "put", "patch", "delete"}

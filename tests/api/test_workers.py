@@ -15,7 +15,7 @@ from api.app import create_app
 from certctl_notify import client
 from certctl_notify.cli import main
 from certctl_notify.config import load_settings
-from certctl_notify.dispatch import DELIVER_TASK, DELIVERY_QUEUE, CeleryDispatcher
+from certctl_notify.publish import DELIVER_TASK, DELIVERY_QUEUE, CeleryDispatcher
 from tests.conftest import wait_for
 from tests.support.receiver import Answer, RawPeer
 

@@ -8,10 +8,15 @@ import json
 import redis
 from kombu import Connection
 
-from certctl_notify.broker import REDIS_TRANSPORT, transport_for
 from certctl_notify.config import load_settings
-from certctl_notify.dispatch import DELIVER_TASK, DELIVERY_QUEUE, CeleryDispatcher
-from certctl_notify.producer import make_producer
+from certctl_notify.publish import (
+    DELIVER_TASK,
+    DELIVERY_QUEUE,
+    REDIS_TRANSPORT,
+    CeleryDispatcher,
+    make_producer,
+    transport_for,
+)
 from workers.config import celery_config
 
 

@@ -9,8 +9,8 @@ import pytest
 from standardwebhooks import Webhook
 
 from certctl_notify import client, store
-from certctl_notify.dispatch import CeleryDispatcher
 from certctl_notify.errors import WrongState
+from certctl_notify.publish import CeleryDispatcher
 from tests.conftest import COMPRESSED, wait_for
 from tests.support.receiver import Answer
 from tests.support.rows import attempts_of, row_of, settled

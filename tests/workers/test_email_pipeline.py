@@ -12,8 +12,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from certctl_notify import client
-from certctl_notify.dispatch import CeleryDispatcher
-from certctl_notify.producer import make_producer
+from certctl_notify.publish import CeleryDispatcher, make_producer
 from tests.conftest import wait_for
 from tests.support.receiver import RawPeer
 from tests.support.rows import attempts_of, row_of, settled

@@ -10,7 +10,7 @@ import redis
 from sqlalchemy import make_url
 
 from certctl_notify import client, store
-from certctl_notify.dispatch import CeleryDispatcher
+from certctl_notify.publish import CeleryDispatcher
 from tests.conftest import lose_every_message, wait_for
 from tests.support.receiver import Answer
 from tests.support.rows import row_of

@@ -11,7 +11,7 @@ import pytest
 from api.app import create_app
 from certctl_notify import client
 from certctl_notify.config import load_settings
-from certctl_notify.dispatch import CeleryDispatcher
+from certctl_notify.publish import CeleryDispatcher
 from tests.conftest import wait_for
 from tests.support.receiver import Answer
 from tests.support.rows import attempts_of, settled

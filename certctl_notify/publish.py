@@ -1,4 +1,5 @@
-"""Publishing delivery tasks: the one place the core talks to the broker.
+"""Publishing: the task names and queues, the producer app, and the dispatcher that publishes
+delivery tasks. The one place the core talks to the broker.
 
 The core never imports the worker package; it publishes by task name, as any producer can.
 """
@@ -8,9 +9,12 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
-from certctl_notify.broker import is_redis
+from celery import Celery
 
 log = logging.getLogger(__name__)
+
+#: Celery's ``broker_transport`` for a Redis broker URL (see `certctl_notify.redis_transport`).
+REDIS_TRANSPORT = "certctl_notify.redis_transport:Transport"
 
 #: Name of the delivery task registered by `workers.tasks`.
 DELIVER_TASK = "certctl_notify.deliver"
@@ -68,3 +72,29 @@ def dispatch_quietly(dispatcher: Dispatcher, notification_id: str, attempt: int)
         )
         return False
     return True
+
+
+def is_redis(broker_url: str) -> bool:
+    return broker_url.startswith(("redis://", "rediss://", "redis+socket://"))
+
+
+def transport_for(broker_url: str) -> str | None:
+    """The transport to name in Celery's ``broker_transport``: ours for redis:// and rediss://,
+    None (the URL's own) for anything else. (``redis+socket://`` names its transport in the URL,
+    which kombu lets win over ``broker_transport``.)"""
+    return REDIS_TRANSPORT if broker_url.startswith(("redis://", "rediss://")) else None
+
+
+def make_producer(broker_url: str) -> Celery:
+    """A Celery app that only publishes by task name; building it opens no connection."""
+    app = Celery("certctl_notify_producer", broker=broker_url, set_as_current=False)
+    app.conf.update(
+        broker_transport=transport_for(broker_url),
+        task_serializer="json",
+        accept_content=["json"],
+        broker_connection_retry_on_startup=True,
+        # A broker outage must not hang an API request: fail fast, the sweep re-dispatches.
+        task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5},
+        broker_connection_timeout=2,
+    )
+    return app

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 from kombu.transport import redis as kombu_redis
 
-#: Celery's ``broker_transport`` for a Redis broker URL.
-REDIS_TRANSPORT = "certctl_notify.broker:Transport"
-
 
 class Channel(kombu_redis.Channel):
     _shared_client = None
@@ -31,14 +28,3 @@ class Channel(kombu_redis.Channel):
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
-
-
-def is_redis(broker_url: str) -> bool:
-    return broker_url.startswith(("redis://", "rediss://", "redis+socket://"))
-
-
-def transport_for(broker_url: str) -> str | None:
-    """The transport to name in Celery's ``broker_transport``: ours for redis:// and rediss://,
-    None (the URL's own) for anything else. (``redis+socket://`` names its transport in the URL,
-    which kombu lets win over ``broker_transport``.)"""
-    return REDIS_TRANSPORT if broker_url.startswith(("redis://", "rediss://")) else None
