@@ -13,9 +13,9 @@ from werkzeug.serving import make_server
 
 from api.app import create_app
 from api.demo import DEMO_ALERTS, DEMO_ENVIRONMENT, DemoReceiver
-from certctl_notify.client import enqueue_alert
 from certctl_notify.config import child_environment, load_settings
 from certctl_notify.errors import ConfigError
+from certctl_notify.intake import enqueue_alert
 from certctl_notify.migrate import upgrade
 
 #: Seconds the embedded worker gets to finish in-flight attempts on Ctrl-C.

@@ -7,7 +7,7 @@ from flask import Blueprint, current_app, g, jsonify, request
 from api import params, serialize
 from api.auth import require
 from api.errors import ApiError
-from certctl_notify import client, store
+from certctl_notify import audit, intake, operations, store
 from certctl_notify.errors import NotFound, ValidationError, WrongState
 from certctl_notify.model import AlertType, Channel, Status, utcnow
 from certctl_notify.store.reads import NotificationFilter
@@ -20,8 +20,8 @@ def deps():
     return current_app.extensions["certctl"]
 
 
-def actor() -> client.Actor:
-    return client.Actor(g.actor, g.get("request_id"))
+def actor() -> audit.Actor:
+    return audit.Actor(g.actor, g.get("request_id"))
 
 
 def _max_attempts() -> int:
@@ -76,7 +76,7 @@ def create():
     if not isinstance(body, dict):
         raise ApiError(400, "bad_request", "the body must be a JSON object")
     try:
-        results = client.enqueue_alert(deps().sessions, deps().dispatcher, body, actor=actor())
+        results = intake.enqueue_alert(deps().sessions, deps().dispatcher, body, actor=actor())
     except ValidationError as exc:
         raise ApiError(422, "invalid_field", str(exc)) from None
     return jsonify(
@@ -122,7 +122,7 @@ def requeue(notification_id: str):
     Request: ``POST /api/v1/notifications/notif_1f…/requeue``
     Response 200: ``{"status": "requeued", "id": "notif_1f…"}``; 404 unknown id; 409 wrong state.
     """
-    _not_found_or_conflict(client.requeue, deps().sessions, deps().dispatcher, notification_id, actor=actor(),
+    _not_found_or_conflict(operations.requeue, deps().sessions, deps().dispatcher, notification_id, actor=actor(),
                            metrics=deps().metrics)
     return jsonify(status="requeued", id=notification_id)
 
@@ -135,5 +135,5 @@ def mark_read(notification_id: str):
     Request: ``POST /api/v1/notifications/notif_1f…/read``
     Response 200: ``{"status": "marked_as_read", "id": "notif_1f…"}``; 404 unknown; 409 pending/failed/read.
     """
-    _not_found_or_conflict(client.mark_read, deps().sessions, notification_id, actor=actor())
+    _not_found_or_conflict(operations.mark_read, deps().sessions, notification_id, actor=actor())
     return jsonify(status="marked_as_read", id=notification_id)

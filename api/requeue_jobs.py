@@ -9,7 +9,7 @@ from api.auth import require
 from api.errors import ApiError
 from api.notifications import actor, deps
 from certctl_notify import bulk, store
-from certctl_notify.client import record_audit
+from certctl_notify.audit import record_audit
 from certctl_notify.errors import JobConflict
 from certctl_notify.model import AlertType, Channel, utcnow
 from certctl_notify.store.reads import NotificationFilter

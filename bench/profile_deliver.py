@@ -140,8 +140,8 @@ def main(argv=None) -> int:
     parser.add_argument("--count", type=int, default=1000)
     args = parser.parse_args(argv)
 
-    from certctl_notify.client import enqueue_alert
     from certctl_notify.config import load_settings
+    from certctl_notify.intake import enqueue_alert
     from workers.runtime import Runtime
 
     global DBNAME

@@ -13,7 +13,7 @@ from datetime import datetime
 from sqlalchemy import Row
 
 from certctl_notify import store
-from certctl_notify.client import Actor, record_audit
+from certctl_notify.audit import Actor, record_audit
 from certctl_notify.db import Transactions
 from certctl_notify.errors import JobConflict
 from certctl_notify.metrics import NO_METRICS, Recorder

@@ -8,10 +8,10 @@ from celery import Celery, Task
 from celery.exceptions import Reject
 
 from certctl_notify.bulk import CHUNK_SECONDS, run_chunk
-from certctl_notify.client import enqueue_alert
 from certctl_notify.db import UNAVAILABLE
 from certctl_notify.delivery import Attempt
 from certctl_notify.errors import DeliveryError, TransientError, ValidationError
+from certctl_notify.intake import enqueue_alert
 from certctl_notify.publish import BULK_REQUEUE_TASK, DELIVER_TASK, ENQUEUE_TASK, SWEEP_TASK, CeleryDispatcher
 from certctl_notify.sweep import sweep_once
 from workers.runtime import Runtime

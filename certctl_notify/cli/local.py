@@ -68,8 +68,8 @@ def dev(demo: bool, port: int | None) -> None:
 def test_channel(channel: str, recipient: str, wait: float) -> None:
     """Send one test alert through the real pipeline (broker, worker, channel) and print the outcome."""
     from certctl_notify import store
-    from certctl_notify.client import enqueue_alert
     from certctl_notify.errors import ValidationError
+    from certctl_notify.intake import enqueue_alert
 
     settings = settings_or_exit()
     sessions = sessions_for(settings)

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from werkzeug.serving import make_server
 
 from api.app import create_app
-from certctl_notify import client
+from certctl_notify import intake
 from certctl_notify.cli import main
 from certctl_notify.config import load_settings
 from certctl_notify.publish import DELIVER_TASK, DELIVERY_QUEUE, CeleryDispatcher
@@ -59,7 +59,7 @@ def test_a_running_worker_shows_its_active_delivery_and_its_held_and_waiting_tas
                      message="the held task in the view")
     # When an alert goes to a receiver that takes 8 s to answer
     receiver.script("c-slow", [Answer(200, delay=8)])
-    row = client.enqueue_alert(sessions, CeleryDispatcher(producer), {
+    row = intake.enqueue_alert(sessions, CeleryDispatcher(producer), {
         "type": "ExpirationWarning", "channel": "Webhook", "message": "cert c-slow expires", "certificate_id": "c-slow",
     })[0].row
 

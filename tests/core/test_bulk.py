@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from certctl_notify import bulk, store
-from certctl_notify.client import Actor
+from certctl_notify.audit import Actor
 from certctl_notify.config import SweepSettings
 from certctl_notify.model import events
 from certctl_notify.store.reads import NotificationFilter

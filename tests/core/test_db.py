@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from certctl_notify import client, store
+from certctl_notify import intake, store
 from certctl_notify.channels import build_channels
 from certctl_notify.db import PING_AFTER_IDLE_SECONDS, make_sessions
 from certctl_notify.delivery import Attempt, Delivery
@@ -72,21 +72,21 @@ def test_a_failing_lone_statement_leaves_nothing_behind(own, sessions):
 
 def test_a_connection_cut_while_idle_is_replaced_before_anyone_uses_it(own, sessions, engine):
     # Given an intake that left its connections pooled, which the server then cut
-    client.enqueue_alert(own, NoBroker(), ALERT)
+    intake.enqueue_alert(own, NoBroker(), ALERT)
     cut(engine, backend_pids(own))
     # When the next intake comes after the pool's idle threshold
     time.sleep(PING_AFTER_IDLE_SECONDS + 0.2)
-    [result] = client.enqueue_alert(own, NoBroker(), ALERT)
+    [result] = intake.enqueue_alert(own, NoBroker(), ALERT)
     # Then it succeeds on a fresh connection
     assert row_of(sessions, result.row.id).status == "pending"
 
 
 def test_intake_survives_a_connection_cut_while_in_use(own, sessions, engine):
     # Given an intake that just used its pooled connection, which the server then cut
-    client.enqueue_alert(own, NoBroker(), ALERT)
+    intake.enqueue_alert(own, NoBroker(), ALERT)
     cut(engine, backend_pids(own))
     # When the next alert arrives at once (too soon for the idle ping)
-    [result] = client.enqueue_alert(own, NoBroker(), {**ALERT, "dedupe_key": "cut-1"})
+    [result] = intake.enqueue_alert(own, NoBroker(), {**ALERT, "dedupe_key": "cut-1"})
     # Then it is stored once, on a new connection
     assert row_of(sessions, result.row.id).status == "pending"
     with sessions.begin() as conn:
@@ -108,9 +108,9 @@ def test_intake_of_one_message_twice_stores_it_once(sessions):
     dispatcher = Recorded()
     fields = {"type": "Revocation", "channels": ["Webhook", "Email"], "message": "certificate revoked",
               "recipient": "ops@example.test"}
-    first = client.enqueue_alert(sessions, dispatcher, fields, source="m-1")
+    first = intake.enqueue_alert(sessions, dispatcher, fields, source="m-1")
     # When the same message is handled again (redelivered by the broker, or retried by Celery)
-    again = client.enqueue_alert(sessions, dispatcher, fields, source="m-1")
+    again = intake.enqueue_alert(sessions, dispatcher, fields, source="m-1")
     # Then it finds the rows the first time made: no second row, nothing published again
     assert [r.row.id for r in again] == [r.row.id for r in first]
     assert [r.created for r in first] == [True, True] and [r.created for r in again] == [False, False]
@@ -118,14 +118,14 @@ def test_intake_of_one_message_twice_stores_it_once(sessions):
     with sessions.begin() as conn:
         assert sum(store.count_by_status(conn).values()) == 2
     # while another message with the same fields is another alert
-    [other, _] = client.enqueue_alert(sessions, dispatcher, fields, source="m-2")
+    [other, _] = intake.enqueue_alert(sessions, dispatcher, fields, source="m-2")
     assert other.created and other.row.id not in {r.row.id for r in first}
 
 
 def test_delivery_steps_survive_a_connection_cut_while_in_use(own, sessions, engine, receiver, settings):
     # Given a row, and a delivery whose connections the server cuts right before each step
     delivery = Delivery(own, build_channels(settings), RetryPolicy.from_settings(settings.retry), lease_seconds=30)
-    [result] = client.enqueue_alert(own, NoBroker(), {**ALERT, "certificate_id": "c-cut"})
+    [result] = intake.enqueue_alert(own, NoBroker(), {**ALERT, "certificate_id": "c-cut"})
     attempt = Attempt(result.row.id, 1, "task-cut", "test")
     # When every pooled connection dies between steps (too soon after use for the idle ping)
     cut(engine, backend_pids(own))
@@ -149,7 +149,7 @@ def test_failure_records_survive_a_connection_cut_while_in_use(own, sessions, en
     # Given an attempt the receiver refuses (503: retry later; 410: never)
     receiver.script(f"c-cut-{status}", answers)
     delivery = Delivery(own, build_channels(settings), RetryPolicy.from_settings(settings.retry), lease_seconds=30)
-    [result] = client.enqueue_alert(own, NoBroker(), {**ALERT, "certificate_id": f"c-cut-{status}"})
+    [result] = intake.enqueue_alert(own, NoBroker(), {**ALERT, "certificate_id": f"c-cut-{status}"})
     attempt = Attempt(result.row.id, 1, f"task-cut-{status}", "test")
     row = delivery.claim(attempt)
     with pytest.raises(DeliveryError) as failure:

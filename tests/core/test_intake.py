@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
-from certctl_notify import client
+from certctl_notify import intake
 
 ALERT = {"type": "RenewalFailure", "message": "renewal of shop.example.com failed", "recipient": "ops@example.test"}
 
@@ -27,9 +27,9 @@ def rows_by_channel(sessions) -> dict[str, int]:
 def test_a_key_sent_to_one_channel_then_to_several_stores_that_channel_once(sessions):
     # Given an alert with dedupe key "k2" to the Webhook channel
     dispatcher = Recorded()
-    [first] = client.enqueue_alert(sessions, dispatcher, {**ALERT, "channel": "Webhook", "dedupe_key": "k2"})
+    [first] = intake.enqueue_alert(sessions, dispatcher, {**ALERT, "channel": "Webhook", "dedupe_key": "k2"})
     # When the same key comes again naming Webhook and Email
-    again = client.enqueue_alert(sessions, dispatcher, {**ALERT, "channels": ["Webhook", "Email"], "dedupe_key": "k2"})
+    again = intake.enqueue_alert(sessions, dispatcher, {**ALERT, "channels": ["Webhook", "Email"], "dedupe_key": "k2"})
     # Then the Webhook alert is the first one (not stored, not published again) and only Email is new
     assert [(r.row.channel, r.created) for r in again] == [("Webhook", False), ("Email", True)]
     assert again[0].row.id == first.row.id
@@ -40,8 +40,8 @@ def test_a_key_sent_to_one_channel_then_to_several_stores_that_channel_once(sess
 def test_a_key_sent_to_several_channels_then_to_one_stores_it_once(sessions):
     # Given "k1" to Webhook and Slack, When "k1" comes again to Slack alone
     dispatcher = Recorded()
-    first = client.enqueue_alert(sessions, dispatcher, {**ALERT, "channels": ["Webhook", "Slack"], "dedupe_key": "k1"})
-    [again] = client.enqueue_alert(sessions, dispatcher, {**ALERT, "channel": "Slack", "dedupe_key": "k1"})
+    first = intake.enqueue_alert(sessions, dispatcher, {**ALERT, "channels": ["Webhook", "Slack"], "dedupe_key": "k1"})
+    [again] = intake.enqueue_alert(sessions, dispatcher, {**ALERT, "channel": "Slack", "dedupe_key": "k1"})
     # Then it is the Slack row stored the first time
     assert (again.created, again.row.id) == (False, first[1].row.id)
     assert rows_by_channel(sessions) == {"Webhook": 1, "Slack": 1}
@@ -51,9 +51,9 @@ def test_a_key_sent_to_several_channels_then_to_one_stores_it_once(sessions):
 def test_a_key_of_one_channel_never_stands_for_another_channels_alert(sessions):
     # Given key "k3:Webhook" used for a Slack alert
     dispatcher = Recorded()
-    client.enqueue_alert(sessions, dispatcher, {**ALERT, "channel": "Slack", "dedupe_key": "k3:Webhook"})
+    intake.enqueue_alert(sessions, dispatcher, {**ALERT, "channel": "Slack", "dedupe_key": "k3:Webhook"})
     # When "k3" names Webhook and Email
-    results = client.enqueue_alert(sessions, dispatcher, {**ALERT, "channels": ["Webhook", "Email"],
+    results = intake.enqueue_alert(sessions, dispatcher, {**ALERT, "channels": ["Webhook", "Email"],
                                                           "dedupe_key": "k3"})
     # Then both are new alerts of their own channels, and the Slack row is not handed back in their place
     assert [(r.row.channel, r.created) for r in results] == [("Webhook", True), ("Email", True)]

@@ -8,7 +8,7 @@ import re
 import pytest
 from standardwebhooks import Webhook
 
-from certctl_notify import client, store
+from certctl_notify import intake, operations, store
 from certctl_notify.errors import WrongState
 from certctl_notify.publish import CeleryDispatcher
 from tests.conftest import COMPRESSED, wait_for
@@ -25,7 +25,7 @@ def enqueue(sessions, producer):
     def enqueue(key: str, **fields):
         fields = {"type": "ExpirationWarning", "channel": "Webhook", "message": f"cert {key} expires soon",
                   "certificate_id": key, **fields}
-        return client.enqueue_alert(sessions, dispatcher, fields)[0].row
+        return intake.enqueue_alert(sessions, dispatcher, fields)[0].row
 
     return enqueue
 
@@ -151,7 +151,7 @@ def test_requeue_of_a_dead_row_delivers_it_once_the_receiver_is_healthy(
     wait_for(settled(sessions, row.id, "dead"), message="dead letter")
     # When the receiver recovers and the operator requeues
     receiver.script("c-requeue", [200])
-    reset = client.requeue(sessions, CeleryDispatcher(producer), row.id)
+    reset = operations.requeue(sessions, CeleryDispatcher(producer), row.id)
     assert (reset.status, reset.retry_count, reset.next_retry_at, reset.last_error) == ("pending", 0, None, None)
     # Then it is delivered on the first attempt of its new budget
     done = wait_for(settled(sessions, row.id, "sent"), message="delivery after requeue")
@@ -159,7 +159,7 @@ def test_requeue_of_a_dead_row_delivers_it_once_the_receiver_is_healthy(
     assert len(receiver.for_key("c-requeue")) == 6
     # And requeueing the delivered row is refused and changes nothing
     with pytest.raises(WrongState):
-        client.requeue(sessions, CeleryDispatcher(producer), row.id)
+        operations.requeue(sessions, CeleryDispatcher(producer), row.id)
     assert row_of(sessions, row.id).status == "sent"
     assert len(receiver.for_key("c-requeue")) == 6
 

@@ -11,7 +11,7 @@ import threading
 import pytest
 from aiosmtpd.controller import Controller
 
-from certctl_notify import client
+from certctl_notify import intake
 from certctl_notify.publish import CeleryDispatcher, make_producer
 from tests.conftest import wait_for
 from tests.support.receiver import RawPeer
@@ -62,7 +62,7 @@ def enqueue(sessions, broker_url):
     def enqueue(key: str, **fields):
         fields = {"type": "ExpirationWarning", "channel": "Email", "recipient": f"{key}@example.com",
                   "message": f"cert {key} expires soon", "certificate_id": key, **fields}
-        return client.enqueue_alert(sessions, dispatcher, fields)[0].row
+        return intake.enqueue_alert(sessions, dispatcher, fields)[0].row
 
     yield enqueue
     producer.close()

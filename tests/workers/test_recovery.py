@@ -9,7 +9,7 @@ import pytest
 import redis
 from sqlalchemy import make_url
 
-from certctl_notify import client, store
+from certctl_notify import intake, store
 from certctl_notify.publish import CeleryDispatcher
 from tests.conftest import lose_every_message, wait_for
 from tests.support.receiver import Answer
@@ -29,7 +29,7 @@ def test_retry_lost_with_the_broker_flushed_is_redispatched_by_the_sweep(
     receiver.script("c-flush", [503, 200])
     env = make_env(CERTCTL_NOTIFICATION_RETRY_BASE="2s", CERTCTL_NOTIFICATION_RETRY_CAP="2s")
     first = start_worker(env)
-    [result] = client.enqueue_alert(sessions, CeleryDispatcher(producer), alert("c-flush"))
+    [result] = intake.enqueue_alert(sessions, CeleryDispatcher(producer), alert("c-flush"))
     row = wait_for(lambda: (r := row_of(sessions, result.row.id)).status == "failed" and r, message="first failure")
     assert row.next_retry_at is not None
     # When the worker dies holding the retry and the broker loses every message
@@ -68,14 +68,14 @@ def test_worker_whose_broker_connections_are_cut_reconnects_and_loses_nothing(
     env = make_env(CERTCTL_NOTIFICATION_RETRY_BASE="2s", CERTCTL_NOTIFICATION_RETRY_CAP="2s")
     worker = start_worker(env, beat=True)
     dispatcher = CeleryDispatcher(producer)
-    [held] = client.enqueue_alert(sessions, dispatcher, alert("c-cut-retry"))
+    [held] = intake.enqueue_alert(sessions, dispatcher, alert("c-cut-retry"))
     wait_for(lambda: row_of(sessions, held.row.id).status == "failed", message="first failure")
-    [inflight] = client.enqueue_alert(sessions, dispatcher, alert("c-cut-inflight"))
+    [inflight] = intake.enqueue_alert(sessions, dispatcher, alert("c-cut-inflight"))
     wait_for(lambda: receiver.for_key("c-cut-inflight"), message="the held request")
     # When Redis closes every connection the worker has (a Redis restart or failover)
     assert cut_broker_connections(worker, broker_url) >= 1
     # Then the same worker reconnects and delivers an alert raised after the cut
-    [after] = client.enqueue_alert(sessions, dispatcher, alert("c-cut-after"))
+    [after] = intake.enqueue_alert(sessions, dispatcher, alert("c-cut-after"))
     wait_for(lambda: row_of(sessions, after.row.id).status == "sent", timeout=30, message="delivery after the cut")
     # the send in flight was let finish (not cancelled and sent again), and the held retry is
     # delivered by the broker or the sweep, whichever comes first: each attempt exactly once
@@ -99,9 +99,9 @@ def test_a_worker_stopped_for_a_deploy_finishes_its_send_and_hands_back_its_retr
     env = make_env(CERTCTL_NOTIFICATION_RETRY_BASE="2s", CERTCTL_NOTIFICATION_RETRY_CAP="2s")
     old = start_worker(env)
     dispatcher = CeleryDispatcher(producer)
-    [held] = client.enqueue_alert(sessions, dispatcher, alert("c-deploy-retry"))
+    [held] = intake.enqueue_alert(sessions, dispatcher, alert("c-deploy-retry"))
     wait_for(lambda: row_of(sessions, held.row.id).status == "failed", message="first failure")
-    [inflight] = client.enqueue_alert(sessions, dispatcher, alert("c-deploy-inflight"))
+    [inflight] = intake.enqueue_alert(sessions, dispatcher, alert("c-deploy-inflight"))
     wait_for(lambda: receiver.for_key("c-deploy-inflight"), message="the held request")
     # When it is stopped with SIGTERM (a deploy) and its replacement starts (no beat: the broker's
     # own hand-back must be enough)
@@ -136,7 +136,7 @@ def test_a_short_database_outage_is_waited_out_and_alerts_raised_meanwhile_flow_
     worker = start_worker(env)  # a claim may wait 2.5 s (1/4 of the time limit) for the database
     proxy.cut()
     # When alerts arrive meanwhile (committed by a producer that still reaches the database)
-    results = [client.enqueue_alert(sessions, CeleryDispatcher(producer), alert(f"c-pg-blip-{i}"))[0]
+    results = [intake.enqueue_alert(sessions, CeleryDispatcher(producer), alert(f"c-pg-blip-{i}"))[0]
                for i in range(3)]
     # Then the deliveries wait to claim their rows and send nothing meanwhile: no send without a claim
     wait_for(lambda: "claim: the database is unavailable" in worker.log(), message="claims meeting the outage")
@@ -156,7 +156,7 @@ def test_a_long_database_outage_delays_alerts_but_never_loses_or_repeats_them(
     worker = start_worker(env, beat=True)
     proxy.cut()
     # When alerts arrive meanwhile
-    results = [client.enqueue_alert(sessions, CeleryDispatcher(producer), alert(f"c-pg-out-{i}"))[0]
+    results = [intake.enqueue_alert(sessions, CeleryDispatcher(producer), alert(f"c-pg-out-{i}"))[0]
                for i in range(3)]
     # Then each delivery task gives up its claim and sends nothing: no send without a claim
     wait_for(lambda: worker.log().count("failed outside the channel") >= 3, message="three failed claims")
@@ -176,7 +176,7 @@ def test_a_database_restart_during_a_send_is_waited_out_and_the_alert_is_not_sen
     receiver.script("c-pg-restart", [Answer(200, delay=1.0)])
     env = make_env(CERTCTL_DATABASE_URL=proxied_url, CERTCTL_TASK_TIME_LIMIT="10s", CERTCTL_CLAIM_LEASE="12s")
     start_worker(env, beat=True)  # an outcome may wait 7.5 s (3/4 of the time limit) for the database
-    [result] = client.enqueue_alert(sessions, CeleryDispatcher(producer), alert("c-pg-restart"))
+    [result] = intake.enqueue_alert(sessions, CeleryDispatcher(producer), alert("c-pg-restart"))
     wait_for(lambda: receiver.for_key("c-pg-restart"), message="the held request")
     # When PostgreSQL goes away before the outcome is recorded, and is back 1.5 s later (a restart)
     proxy.cut()
@@ -227,7 +227,7 @@ def test_intake_whose_publish_was_lost_is_picked_up_by_the_sweep(
     sessions, receiver, make_env, start_worker, producer, broker_url
 ):
     # Given a pending row whose delivery message was lost before any worker saw it
-    [result] = client.enqueue_alert(sessions, CeleryDispatcher(producer), alert("c-lost-intake"))
+    [result] = intake.enqueue_alert(sessions, CeleryDispatcher(producer), alert("c-lost-intake"))
     lose_every_message(broker_url)
     # When a worker with beat starts
     start_worker(make_env(), beat=True)
@@ -242,7 +242,7 @@ def test_alerts_raised_while_no_worker_runs_are_delivered_when_one_starts(
     sessions, receiver, make_env, start_worker, producer
 ):
     # Given alerts published while no worker has ever consumed (or declared) the delivery queue
-    results = [client.enqueue_alert(sessions, CeleryDispatcher(producer), alert(f"c-offline-{i}"))[0]
+    results = [intake.enqueue_alert(sessions, CeleryDispatcher(producer), alert(f"c-offline-{i}"))[0]
                for i in range(3)]
     # When a worker starts (no beat: the broker's own messages must be enough)
     start_worker(make_env())
@@ -260,7 +260,7 @@ def test_worker_killed_mid_send_leaves_the_row_recoverable_not_stuck(
     receiver.script("c-kill", [Answer(200, delay=2.0), 200])
     env = make_env(CERTCTL_TASK_TIME_LIMIT="3s", CERTCTL_CLAIM_LEASE="4s")
     worker = start_worker(env, beat=True, concurrency=1)
-    [result] = client.enqueue_alert(sessions, CeleryDispatcher(producer), alert("c-kill"))
+    [result] = intake.enqueue_alert(sessions, CeleryDispatcher(producer), alert("c-kill"))
     wait_for(lambda: receiver.for_key("c-kill"), message="first request")
     # When the pool process making the send (the one connected to the receiver) is killed with SIGKILL
     port = receiver.server.server_address[1]
@@ -356,6 +356,6 @@ def test_malformed_enqueue_message_is_refused_with_a_reason_and_the_worker_keeps
     with sessions.begin() as s:
         assert sum(store.count_by_status(s).values()) == 0
     # And the worker still delivers the next good alert
-    [ok] = client.enqueue_alert(sessions, CeleryDispatcher(producer), alert("c-after-bad"))
+    [ok] = intake.enqueue_alert(sessions, CeleryDispatcher(producer), alert("c-after-bad"))
     wait_for(lambda: row_of(sessions, ok.row.id).status == "sent", message="delivery after a bad message")
     assert worker.proc.poll() is None

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pytest
 
 from api.app import create_app
-from certctl_notify import client
+from certctl_notify import intake
 from certctl_notify.config import load_settings
 from certctl_notify.publish import CeleryDispatcher
 from tests.conftest import wait_for
@@ -61,7 +61,7 @@ def enqueue(sessions, producer):
     def enqueue(*channels: str, **fields) -> list:
         fields = {"type": "ExpirationWarning", "channels": list(channels), "message": "cert expires soon",
                   "certificate_id": "mc-api-prod", **fields}
-        return [result.row for result in client.enqueue_alert(sessions, dispatcher, fields)]
+        return [result.row for result in intake.enqueue_alert(sessions, dispatcher, fields)]
 
     return enqueue
 

@@ -1,7 +1,6 @@
-"""The producer and operator client: enqueue an alert, requeue a dead one.
+"""Intake: validate an alert, store one pending row per channel, commit, then publish.
 
-Each function frames its own short transaction with the given session factory, commits, and only
-then publishes (commit, then publish): a failed publish leaves a pending row for the sweep.
+A failed publish leaves the committed pending row for the sweep: nothing is lost, only delayed.
 """
 
 from __future__ import annotations
@@ -12,35 +11,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row
+from sqlalchemy import Row
 from sqlalchemy.exc import IntegrityError
 
 from certctl_notify import store
 from certctl_notify.alerts import parse_alert
+from certctl_notify.audit import Actor
 from certctl_notify.db import Transactions, retry_on_disconnect
-from certctl_notify.errors import NotFound, WrongState
-from certctl_notify.metrics import NO_METRICS, Recorder
-from certctl_notify.model import TRANSITIONS, utcnow
+from certctl_notify.model import utcnow
 from certctl_notify.publish import Dispatcher, dispatch_quietly
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who acts, for the audit log: an API key's name, ``cli:<user>`` or ``broker``."""
-
-    name: str
-    request_id: str | None = None
-
-
-def record_audit(
-    session: Connection, actor: Actor | None, action: str, target: str, at: datetime, detail=None
-) -> None:
-    """Write an audit row in the caller's transaction, so the action and its record commit together."""
-    if actor is not None:
-        store.add_audit(session, at=at, actor=actor.name, action=action, target=target, detail=detail,
-                        request_id=actor.request_id)
 
 
 @dataclass(frozen=True)
@@ -116,73 +97,3 @@ def _stored_before(sessions: Transactions, rows: list[dict]) -> list[Enqueued] |
         return None
     log.info("%s stored before (the same message again); nothing new sent", ", ".join(r.id for r in found))
     return [Enqueued(row, created=False) for row in found]
-
-
-def _operator_transition(sessions: Transactions, transition, action: str, notification_id: str,
-                         actor: Actor | None, moment: datetime, *, refused) -> Row:
-    """Apply one guarded store transition and audit it in the same transaction.
-
-    Raises:
-        NotFound: unknown id.
-        WrongState: the transition did not apply; ``refused(current_row)`` says why.
-    """
-    with sessions.begin() as session:
-        row = transition(session, notification_id, now=moment)
-        if row is not None:
-            record_audit(session, actor, action, notification_id, moment)
-            return row
-        current = store.get(session, notification_id)
-    if current is None:
-        raise NotFound(f"notification {notification_id} does not exist")
-    raise WrongState(refused(current))
-
-
-def requeue(
-    sessions: Transactions,
-    dispatcher: Dispatcher,
-    notification_id: str,
-    *,
-    actor: Actor | None = None,
-    now: Callable[[], datetime] = utcnow,
-    metrics: Recorder = NO_METRICS,
-) -> Row:
-    """Reset a dead or failed row to pending (budget restored) and dispatch it at once.
-
-    Raises:
-        NotFound: unknown id.
-        WrongState: not dead/failed, or an attempt is in progress right now; nothing changed.
-    """
-    row = _operator_transition(
-        sessions, store.requeue, "requeue", notification_id, actor, now(),
-        refused=lambda current: (
-            f"notification {notification_id} has an attempt in progress; try again shortly"
-            if current.status in TRANSITIONS["requeue"][0]
-            else f"notification {notification_id} is {current.status}; only "
-                 f"{', '.join(sorted(TRANSITIONS['requeue'][0]))} rows can be requeued"
-        ),
-    )
-    log.info("requeued %s (%s) by %s", notification_id, row.channel, actor.name if actor else "operator")
-    metrics.requeued("single")
-    dispatch_quietly(dispatcher, notification_id, 1)
-    return row
-
-
-def mark_read(
-    sessions: Transactions, notification_id: str, *, actor: Actor | None = None,
-    now: Callable[[], datetime] = utcnow,
-) -> Row:
-    """Acknowledge a sent alert or dismiss a dead letter.
-
-    Raises:
-        NotFound: unknown id.
-        WrongState: pending or failed (marking it read would cancel its delivery), or already read.
-    """
-    row = _operator_transition(
-        sessions, store.mark_read, "mark_read", notification_id, actor, now(),
-        refused=lambda current: (
-            f"notification {notification_id} is {current.status}; only sent or dead rows can be marked read "
-            "(a pending or failed one would never be delivered)"
-        ),
-    )
-    log.info("marked %s read by %s", notification_id, actor.name if actor else "operator")
-    return row
