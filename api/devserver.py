@@ -24,8 +24,8 @@ SHUTDOWN_GRACE_SECONDS = 15
 
 def _start_worker(env: dict, settings) -> subprocess.Popen:
     args = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "--beat", "--pool", "prefork",
-            "--concurrency", "2", "--queues", "celery,certctl.deliver", "--loglevel", "INFO",
-            "--schedule", str(settings.data_dir / "celerybeat-schedule")]
+            "--concurrency", str(settings.worker.concurrency), "--queues", "celery,certctl.deliver",
+            "--loglevel", "INFO", "--schedule", str(settings.data_dir / "celerybeat-schedule")]
     return subprocess.Popen(args, env=env)
 
 

@@ -154,15 +154,24 @@ def _smtp(get) -> SmtpSettings:
     sender = get("CERTCTL_SMTP_FROM", "certctl-notify@localhost")
     if any(c in sender for c in "\r\n\0"):
         raise ConfigError("CERTCTL_SMTP_FROM contains a line break or NUL")
+    username, password = get("CERTCTL_SMTP_USERNAME"), get("CERTCTL_SMTP_PASSWORD")
+    allow_plaintext_auth = parse_bool(get("CERTCTL_SMTP_ALLOW_PLAINTEXT_AUTH", "false"),
+                                      "CERTCTL_SMTP_ALLOW_PLAINTEXT_AUTH")
+    if tls == "none" and username and password and not allow_plaintext_auth:
+        # AUTH would send the password readable by anyone on the path: only an explicit opt-in allows it.
+        raise ConfigError("CERTCTL_SMTP_TLS=none with CERTCTL_SMTP_USERNAME and CERTCTL_SMTP_PASSWORD set "
+                          "would send the password in clear; use starttls or implicit, or set "
+                          "CERTCTL_SMTP_ALLOW_PLAINTEXT_AUTH=true for a relay on a trusted network")
     return SmtpSettings(
         host=get("CERTCTL_SMTP_HOST"),
         port=parse_int(get("CERTCTL_SMTP_PORT", default_port), "CERTCTL_SMTP_PORT", minimum=1),
         tls=tls,
-        username=get("CERTCTL_SMTP_USERNAME"),
-        password=get("CERTCTL_SMTP_PASSWORD"),
+        username=username,
+        password=password,
         sender=sender,
         ca_file=ca_file,
         timeout_seconds=parse_duration(get("CERTCTL_SMTP_TIMEOUT", "10s"), "CERTCTL_SMTP_TIMEOUT"),
+        allow_plaintext_auth=allow_plaintext_auth,
     )
 
 

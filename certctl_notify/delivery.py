@@ -21,6 +21,7 @@ from certctl_notify.channels.base import Channel, Notification, Sent, Unconfigur
 from certctl_notify.db import Transactions, retry_while_unavailable
 from certctl_notify.errors import DeliveryError, PermanentError, TransientError
 from certctl_notify.metrics import NO_METRICS, Recorder
+from certctl_notify.model import Channel as ChannelName
 from certctl_notify.model import Outcome, utcnow
 from certctl_notify.retry import RetryPolicy
 
@@ -171,12 +172,20 @@ class Delivery:
             log.warning("%s attempt %d/%d via %s: %s, but the claim was lost before it was recorded",
                         row.id, attempt.number, self.policy.max_attempts, row.channel, outcome)
             return
-        next_step = f"next retry in {delay:.3g}s" if delay is not None else "no retry"
+        # The duration is the attempt's own; the wait before the next attempt comes last, with its number.
+        happened = {Outcome.SENT: "sent", Outcome.RETRY: "failed", Outcome.DEAD: "dead"}[outcome]
+        protocol = "SMTP" if row.channel == ChannelName.EMAIL else "HTTP"
+        if outcome is Outcome.SENT:
+            next_step = ""
+        elif delay is not None:
+            next_step = f"; attempt {attempt.number + 1}/{self.policy.max_attempts} in {delay:.3g}s"
+        else:
+            next_step = "; no retry"
         log.info(
-            "%s attempt %d/%d via %s: %s in %.0f ms%s%s; %s",
-            row.id, attempt.number, self.policy.max_attempts, row.channel, outcome,
+            "%s attempt %d/%d via %s: %s after %.0f ms%s%s%s",
+            row.id, attempt.number, self.policy.max_attempts, row.channel, happened,
             (time.monotonic() - attempt.started) * 1000,
-            f" (status {code})" if code is not None else "", f": {error}" if error else "", next_step,
+            f" ({protocol} {code})" if code is not None else "", f": {error}" if error else "", next_step,
             extra={"notification_id": row.id, "attempt": attempt.number, "channel": row.channel,
                    "outcome": outcome.value, "next_retry_seconds": delay},
         )

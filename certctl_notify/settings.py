@@ -90,6 +90,7 @@ class SmtpSettings:
     sender: str = "certctl-notify@localhost"  #: the From address
     ca_file: str | None = None  #: PEM bundle trusted for the relay's certificate (private CAs)
     timeout_seconds: float = 10.0  #: connect and per-command I/O timeout
+    allow_plaintext_auth: bool = False  #: permit AUTH (the password in clear) with tls=none
 
 
 @dataclass(frozen=True)

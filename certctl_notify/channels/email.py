@@ -57,9 +57,10 @@ class EmailChannel:
     def __init__(
         self, host: str, port: int, *, tls: str = "starttls", username: str | None = None,
         password: str | None = None, sender: str = "certctl-notify@localhost", ca_file: str | None = None,
-        timeout_seconds: float = 10.0,
+        timeout_seconds: float = 10.0, allow_plaintext_auth: bool = False,
     ):
         self._host, self._port, self._tls = host, port, tls
+        self._allow_plaintext_auth = allow_plaintext_auth
         self._credentials = (username, password) if username and password else None
         self._secrets = (password,) if password else ()
         self._sender = sender
@@ -70,7 +71,7 @@ class EmailChannel:
     def from_settings(cls, settings: Settings, http=None) -> EmailChannel:
         s = settings.smtp
         return cls(s.host, s.port, tls=s.tls, username=s.username, password=s.password, sender=s.sender,
-                   ca_file=s.ca_file, timeout_seconds=s.timeout_seconds)
+                   ca_file=s.ca_file, timeout_seconds=s.timeout_seconds, allow_plaintext_auth=s.allow_plaintext_auth)
 
     def compose(self, notification: Notification) -> tuple[EmailMessage, str, str]:
         """Message, envelope sender and recipient; PermanentError for unsafe headers (before connecting)."""
@@ -96,12 +97,17 @@ class EmailChannel:
         """Deliver one message: Sent(250) once the relay accepted DATA.
 
         Raises:
-            PermanentError: unsafe or invalid headers (nothing is sent), 5xx replies, a relay lacking
-                STARTTLS/AUTH/SMTPUTF8, an unloadable CA bundle.
+            PermanentError: unsafe or invalid headers (nothing is sent), AUTH over a plain connection
+                without the opt-in (nothing is sent), 5xx replies, a relay lacking STARTTLS/AUTH/SMTPUTF8,
+                an unloadable CA bundle.
             TransientError: 4xx replies, timeouts, refused or lost connections, TLS failures.
         """
         message, sender, recipient = self.compose(notification)
         peer = f"{self._host}:{self._port}"
+        if self._credentials and self._tls == "none" and not self._allow_plaintext_auth:
+            # load_settings refuses this too; settings built in code must not leak the password either.
+            raise PermanentError(f"refused: AUTH to {peer} without TLS would send the password in clear; "
+                                 "use starttls or implicit, or set CERTCTL_SMTP_ALLOW_PLAINTEXT_AUTH=true")
         connect, extra = ((smtplib.SMTP_SSL, {"context": self._context()}) if self._tls == "implicit"
                           else (smtplib.SMTP, {}))
         smtp = None

@@ -11,15 +11,24 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 
 from tests.conftest import wait_for
 
 CLI = str(Path(sys.executable).with_name("certctl-notify"))
+#: This checkout: the CLI script would otherwise import the package wherever the venv installed it from.
+ROOT = str(Path(__file__).resolve().parents[2])
+
+
+def dev_environment(**overrides) -> dict:
+    """This environment without its ``CERTCTL_*`` variables, then ``overrides``, running this checkout."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CERTCTL_")}
+    return {**env, **overrides, "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))}
 
 
 def test_dev_demo_shows_sent_and_dead_rows_within_a_minute_and_stops_cleanly(tmp_path):
     # Given a fresh directory with no PostgreSQL or Redis configured (embedded SQLite for both)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CERTCTL_")}
+    env = dev_environment()
     out = open(tmp_path / "out.log", "w+")
     proc = subprocess.Popen([CLI, "dev", "--demo", "--port", "0"], cwd=tmp_path, env=env,
                             stdout=out, stderr=subprocess.STDOUT, text=True)
@@ -57,3 +66,33 @@ def test_dev_demo_shows_sent_and_dead_rows_within_a_minute_and_stops_cleanly(tmp
         code = proc.wait(30)
         out.close()
     assert code == 0, (tmp_path / "out.log").read_text()[-3000:]
+
+
+def test_dev_starts_its_worker_with_the_configured_concurrency(tmp_path, make_env):
+    # Given CERTCTL_WORKER_CONCURRENCY=3, on this test's PostgreSQL and Redis (on the embedded SQLite
+    # broker the Workers view answers "unavailable")
+    env = dev_environment(**make_env(CERTCTL_WORKER_CONCURRENCY=3))
+    log_path = tmp_path / "out.log"
+    out = open(log_path, "w+")
+    proc = subprocess.Popen([CLI, "dev", "--port", "0"], cwd=tmp_path, env=env,
+                            stdout=out, stderr=subprocess.STDOUT, text=True)
+    try:
+        # When `dev` is up and its worker answers the Workers view
+        base = wait_for(lambda: re.search(r"API listening on (http://\S+)", log_path.read_text()), timeout=30,
+                        message="the API address").group(1)
+
+        def workers():
+            view = httpx.get(f"{base}/api/v1/workers", headers={"Authorization": "Bearer read-key"}).json()
+            return view["status"] == "ok" and view["workers"]
+
+        [worker] = wait_for(workers, timeout=30, interval=0.2, message="the worker in the Workers view")
+        # Then it is the worker `dev` started, with a prefork pool of three
+        assert worker["pid"] in [child.pid for child in psutil.Process(proc.pid).children()]
+        assert worker["pool"] == {"kind": "prefork", "size": 3}
+        # And three pool processes really run, beside the beat `dev` embeds in the worker
+        assert len(psutil.Process(worker["pid"]).children()) == 3 + 1
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(30)
+        out.close()
+    assert code == 0, log_path.read_text()[-3000:]

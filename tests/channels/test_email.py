@@ -183,17 +183,37 @@ def test_auth_with_the_right_password_delivers_and_a_wrong_one_is_permanent(
     mailbox = Mailbox()
     tls_kwargs = {"tls_context": server_tls} if tls == "starttls" else {"auth_require_tls": False}
     port = smtp_server(mailbox, authenticator=authenticator, auth_required=True, **tls_kwargs)
+    opt_in = {"allow_plaintext_auth": True} if tls == "none" else {}  # CERTCTL_SMTP_ALLOW_PLAINTEXT_AUTH
     # When the right credentials are configured, the mail is delivered
-    ok = channel(port, tls=tls, ca_file=ca_file, username="alerts", password=PASSWORD)
+    ok = channel(port, tls=tls, ca_file=ca_file, username="alerts", password=PASSWORD, **opt_in)
     assert ok.send(note()).status_code == 250
     # When the password is wrong, the error is permanent (535), and never shows the password
     wrong = "wrong-" + PASSWORD
     with pytest.raises(PermanentError) as failure:
-        channel(port, tls=tls, ca_file=ca_file, username="alerts", password=wrong).send(note())
+        channel(port, tls=tls, ca_file=ca_file, username="alerts", password=wrong, **opt_in).send(note())
     assert failure.value.status_code == 535
     assert wrong not in str(failure.value) and PASSWORD not in str(failure.value)
     assert len(mailbox.messages) == 1
 
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_auth_over_a_plain_connection_is_refused_without_the_opt_in(smtp_server):
+    # Given a plain relay that offers AUTH without TLS and records every login attempt
+    logins = []
+
+    def recording(server, session, envelope, mechanism, auth_data):
+        logins.append(auth_data.login)
+        return authenticator(server, session, envelope, mechanism, auth_data)
+
+    mailbox = Mailbox()
+    port = smtp_server(mailbox, authenticator=recording, auth_required=True, auth_require_tls=False)
+    # When credentials are configured for tls=none without the opt-in (settings built in code)
+    with pytest.raises(PermanentError, match="CERTCTL_SMTP_ALLOW_PLAINTEXT_AUTH") as failure:
+        channel(port, username="alerts", password=PASSWORD).send(note())
+    # Then the password never went over the wire, and the error does not show it either
+    assert logins == [] and mailbox.messages == []
+    assert PASSWORD not in str(failure.value)
 
 @pytest.mark.parametrize("stage", ["rcpt", "data"])
 @pytest.mark.parametrize(("reply", "error"), [("451 4.3.0 try later", TransientError),

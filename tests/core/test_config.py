@@ -65,3 +65,41 @@ def test_values_are_converted():
     assert [(k.name, k.scope) for k in settings.api.keys] == [("ops", "admin"), ("dash", "read")]
     assert "k1" not in repr(settings.api.keys)
     assert settings.webhook.headers == (("X-Team", "pki"),)
+
+
+SMTP_CREDENTIALS = {"CERTCTL_SMTP_HOST": "relay.internal", "CERTCTL_SMTP_USERNAME": "alerts",
+                    "CERTCTL_SMTP_PASSWORD": "s3cret"}
+
+
+def test_smtp_auth_over_a_plain_connection_is_refused():
+    # Given SMTP credentials with TLS turned off, When the settings are loaded
+    with pytest.raises(ConfigError) as refused:
+        load_settings({**SMTP_CREDENTIALS, "CERTCTL_SMTP_TLS": "none"})
+    # Then start-up stops, naming the variables and how to allow it; the password is not echoed
+    message = str(refused.value)
+    for name in ("CERTCTL_SMTP_TLS", "CERTCTL_SMTP_USERNAME", "CERTCTL_SMTP_PASSWORD",
+                 "CERTCTL_SMTP_ALLOW_PLAINTEXT_AUTH=true"):
+        assert name in message
+    assert "s3cret" not in message
+
+
+def test_smtp_auth_over_a_plain_connection_is_allowed_when_asked_for():
+    # Given the same settings, on a trusted network, with the opt-in set
+    settings = load_settings({**SMTP_CREDENTIALS, "CERTCTL_SMTP_TLS": "none",
+                              "CERTCTL_SMTP_ALLOW_PLAINTEXT_AUTH": "true"})
+    # Then they load, and the channel is told it may authenticate in clear
+    assert (settings.smtp.tls, settings.smtp.username, settings.smtp.allow_plaintext_auth) == ("none", "alerts", True)
+    # And the opt-in is a boolean like any other
+    with pytest.raises(ConfigError, match="CERTCTL_SMTP_ALLOW_PLAINTEXT_AUTH"):
+        load_settings({**SMTP_CREDENTIALS, "CERTCTL_SMTP_TLS": "none", "CERTCTL_SMTP_ALLOW_PLAINTEXT_AUTH": "maybe"})
+
+
+@pytest.mark.parametrize("env", [
+    {"CERTCTL_SMTP_HOST": "relay.internal", "CERTCTL_SMTP_TLS": "none"},  # a plain relay without AUTH
+    {**SMTP_CREDENTIALS, "CERTCTL_SMTP_TLS": "starttls"},  # AUTH after STARTTLS
+    {**SMTP_CREDENTIALS, "CERTCTL_SMTP_TLS": "implicit"},  # AUTH inside TLS
+])
+def test_smtp_settings_without_auth_in_clear_load(env):
+    # Given no credentials, or credentials sent only inside TLS, Then the settings load as before
+    settings = load_settings(env)
+    assert settings.smtp.tls == env["CERTCTL_SMTP_TLS"] and settings.smtp.allow_plaintext_auth is False

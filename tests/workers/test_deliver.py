@@ -97,11 +97,35 @@ def test_the_dead_letter_log_line_says_how_long_the_attempt_took(sessions, recei
     row = enqueue("c-slow-410")
     wait_for(settled(sessions, row.id, "dead", "sent"), message="dead letter")
     # Then the worker's line for that attempt times the whole attempt, as the attempt record does
-    line = wait_for(lambda: re.search(rf"{row.id} attempt 1/5 via Webhook: dead in (\d+) ms", worker.log()),
+    line = wait_for(lambda: re.search(rf"{row.id} attempt 1/5 via Webhook: dead after (\d+) ms", worker.log()),
                     message="the attempt's log line")
     [only] = attempts_of(sessions, row.id)
     assert int(line.group(1)) >= 500 and only.duration_ms >= 500
 
+
+
+def test_the_attempt_log_lines_say_what_happened_and_what_comes_next(sessions, receiver, make_env, start_worker,
+                                                                       enqueue):
+    # Given a budget of two attempts, a receiver that always answers 503 and one that accepts
+    receiver.script("c-log-503", [Answer(503, body=b"upstream down")])
+    receiver.script("c-log-200", [200])
+    worker = start_worker(make_env(CERTCTL_NOTIFICATION_MAX_ATTEMPTS="2"))
+    # When an alert to each is enqueued and settles
+    failing, healthy = enqueue("c-log-503"), enqueue("c-log-200")
+    wait_for(settled(sessions, failing.id, "dead", "sent"), message="dead letter")
+    wait_for(settled(sessions, healthy.id, "sent", "dead"), message="delivery")
+
+    def line(pattern: str) -> re.Match:
+        return wait_for(lambda: re.search(pattern, worker.log(), flags=re.MULTILINE), message=pattern)
+
+    # Then the failed attempt tells its duration, status and error, and when the next attempt comes (base 50 ms)
+    line(rf"{failing.id} attempt 1/2 via Webhook: failed after \d+ ms \(HTTP 503\): HTTP 503 from [^;\n]*"
+         r"upstream down[^;\n]*; attempt 2/2 in 0\.05s$")
+    # And the last attempt says it was the end
+    line(rf"{failing.id} attempt 2/2 via Webhook: dead after \d+ ms \(HTTP 503\): HTTP 503 from [^;\n]*"
+         r"upstream down[^;\n]*; no retry$")
+    # And a delivery says only that it was sent, how fast, and the answer
+    line(rf"{healthy.id} attempt 1/2 via Webhook: sent after \d+ ms \(HTTP 200\)$")
 
 def test_retry_after_is_honoured_but_capped(sessions, receiver, make_env, start_worker, enqueue):
     # Given a receiver that answers 429 asking for 1 s (longer than the 50 ms backoff), then 200

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 import socket
 import threading
 
@@ -94,7 +95,7 @@ def test_an_email_alert_is_delivered_and_marked_sent(sessions, relay, make_env, 
 def test_a_451_is_retried_then_delivered(sessions, relay, make_env, start_worker, enqueue):
     # Given a relay that answers 451 once, then accepts
     relay.script("c-451@example.com", ["451 4.3.0 try later", "250 OK"])
-    start_worker(smtp_env(make_env, relay.port))
+    worker = start_worker(smtp_env(make_env, relay.port))
     # When an Email alert is enqueued
     row = enqueue("c-451")
     # Then it is delivered on the second attempt, retry_count 1 telling of the one failure
@@ -104,6 +105,11 @@ def test_a_451_is_retried_then_delivered(sessions, relay, make_env, start_worker
     assert [(a.outcome, a.status_code) for a in history] == [("retry", 451), ("sent", 250)]
     assert "try later" in history[0].error
     assert len(relay.delivered["c-451@example.com"]) == 1
+    # And the worker's log lines give the relay's reply codes as SMTP codes
+    log = wait_for(lambda: f"{row.id} attempt 2/5" in worker.log() and worker.log(), message="the log lines")
+    assert re.search(rf"{row.id} attempt 1/5 via Email: failed after \d+ ms \(SMTP 451\): .*try later.*; "
+                     r"attempt 2/5 in 0\.05s$", log, flags=re.MULTILINE)
+    assert re.search(rf"{row.id} attempt 2/5 via Email: sent after \d+ ms \(SMTP 250\)$", log, flags=re.MULTILINE)
 
 
 def test_a_550_goes_dead_after_one_attempt(sessions, relay, make_env, start_worker, enqueue):
