@@ -5,8 +5,9 @@ from __future__ import annotations
 import functools
 import hmac
 
-from flask import current_app, g, request
+from flask import g, request
 
+from api.deps import deps
 from api.errors import ApiError
 
 _RANK = {"read": 1, "admin": 2}
@@ -14,7 +15,7 @@ _RANK = {"read": 1, "admin": 2}
 
 def _key_for(token: str):
     found = None
-    for key in current_app.config["CERTCTL"].api.keys:
+    for key in deps().settings.api.keys:
         # compare against every key so the time taken does not say which one matched
         if hmac.compare_digest(key.key.encode(), token.encode()):
             found = key
@@ -27,7 +28,7 @@ def require(scope: str):
     def decorator(view):
         @functools.wraps(view)
         def wrapped(*args, **kwargs):
-            settings = current_app.config["CERTCTL"]
+            settings = deps().settings
             if not settings.api.auth_enabled:
                 g.actor = "anonymous"
                 return view(*args, **kwargs)

@@ -13,7 +13,7 @@ from werkzeug.serving import make_server
 
 from api.app import create_app
 from api.demo import DEMO_ALERTS, DEMO_ENVIRONMENT, DemoReceiver
-from certctl_notify.config import child_environment, load_settings
+from certctl_notify.environment import child_environment, load_settings
 from certctl_notify.errors import ConfigError
 from certctl_notify.intake import enqueue_alert
 from certctl_notify.migrate import upgrade
@@ -58,7 +58,7 @@ def run_dev(*, demo: bool, port: int | None) -> int:
     click.echo(f"API listening on http://{settings.api.host}:{server.server_port}", color=False)
     sys.stdout.flush()
     if demo:
-        deps = app.extensions["certctl"]
+        deps = app.extensions["certctl"]  # outside a request: the Deps built by create_app
         for key, behaviour, alert_type, message in DEMO_ALERTS:
             [result] = enqueue_alert(deps.sessions, deps.dispatcher, {
                 "type": alert_type, "channel": "Webhook", "certificate_id": key, "message": message})

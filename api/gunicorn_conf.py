@@ -8,7 +8,7 @@ any worker forks, and marks each exiting worker dead. The workers create their c
 from __future__ import annotations
 
 from certctl_notify import metrics
-from certctl_notify.config import load_settings
+from certctl_notify.environment import load_settings
 
 
 def on_starting(server):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, jsonify
 from sqlalchemy import text
+
+from api.deps import deps as current_deps
 
 bp = Blueprint("health", __name__)
 
@@ -17,7 +19,7 @@ def healthz():
 @bp.get("/readyz")
 def readyz():
     """The database and the broker answer. Response 200 or 503: ``{"database": "ok", "broker": "ok"}``"""
-    deps = current_app.extensions["certctl"]
+    deps = current_deps()
     checks = {}
     try:
         with deps.sessions.begin() as session:

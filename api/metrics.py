@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.auth import require
-from api.notifications import deps
+from api.deps import deps
 
 bp = Blueprint("metrics", __name__)
 
@@ -27,6 +27,6 @@ def metrics():
     Response 200 (``text/plain; version=0.0.4``): ``certctl_notifications{status="dead"} 3.0`` …
     ``certctl_notification_attempts_total{channel="Webhook",outcome="sent"} 120.0`` …
     """
-    if current_app.config["CERTCTL"].api.metrics_auth:
+    if deps().settings.api.metrics_auth:
         return _render_for_read_key()
     return _render()

@@ -2,30 +2,23 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, jsonify, request
 
 from api import params, serialize
 from api.auth import require
+from api.deps import actor, deps
 from api.errors import ApiError
-from certctl_notify import audit, intake, operations, store
+from certctl_notify import intake, operations, store
 from certctl_notify.errors import NotFound, ValidationError, WrongState
 from certctl_notify.model import AlertType, Channel, Status, utcnow
-from certctl_notify.store.reads import NotificationFilter
+from certctl_notify.store.listing import NotificationFilter
 
 bp = Blueprint("notifications", __name__, url_prefix="/api/v1/notifications")
 bp.url_value_preprocessor(params.no_nul_in_path)
 
 
-def deps():
-    return current_app.extensions["certctl"]
-
-
-def actor() -> audit.Actor:
-    return audit.Actor(g.actor, g.get("request_id"))
-
-
 def _max_attempts() -> int:
-    return current_app.config["CERTCTL"].retry.max_attempts
+    return deps().settings.retry.max_attempts
 
 
 def _not_found_or_conflict(call, *args, **kwargs):

@@ -10,8 +10,7 @@ from http import HTTPStatus
 
 from flask import Blueprint, jsonify
 
-from api.app import MAX_BODY_BYTES
-from api.params import MAX_PAGE, MAX_PER_PAGE
+from api.params import MAX_BODY_BYTES, MAX_PAGE, MAX_PER_PAGE
 from api.requeue_jobs import MAX_IDS
 from certctl_notify import alerts
 from certctl_notify.model import AlertType, Channel, JobStatus, Outcome, Severity, Status

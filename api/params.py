@@ -8,6 +8,8 @@ from flask import request
 
 from api.errors import ApiError
 
+#: Largest request body accepted, in bytes (larger → 413).
+MAX_BODY_BYTES = 1024 * 1024
 #: Largest page the list endpoints serve.
 MAX_PER_PAGE = 500
 #: Largest page number: keeps ``(page - 1) * per_page`` inside PostgreSQL's bigint OFFSET.

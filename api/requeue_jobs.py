@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 
 from api import params
 from api.auth import require
+from api.deps import actor, deps
 from api.errors import ApiError
-from api.notifications import actor, deps
 from certctl_notify import bulk, store
 from certctl_notify.audit import record_audit
 from certctl_notify.errors import JobConflict
 from certctl_notify.model import AlertType, Channel, utcnow
-from certctl_notify.store.reads import NotificationFilter
+from certctl_notify.store.listing import NotificationFilter
 
 bp = Blueprint("requeue_jobs", __name__, url_prefix="/api/v1")
 bp.url_value_preprocessor(params.no_nul_in_path)
@@ -71,7 +71,7 @@ def start():
     f = _filter(body)
     if body.get("dry_run"):
         return jsonify(dry_run=True, matched=bulk.count(deps().sessions, f))
-    rate = current_app.config["CERTCTL"].api.requeue_rate
+    rate = deps().settings.api.requeue_rate
     try:
         job = bulk.start(deps().sessions, deps().dispatcher, f, rate=rate, actor=actor())
     except JobConflict as exc:

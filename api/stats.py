@@ -6,7 +6,7 @@ from flask import Blueprint, jsonify
 
 from api import params
 from api.auth import require
-from api.notifications import deps
+from api.deps import deps
 from certctl_notify import store
 from certctl_notify.model import utcnow
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, jsonify
 
 from api import inspector
 from api.auth import require
+from api.deps import deps
 
 bp = Blueprint("workers", __name__, url_prefix="/api/v1")
 
@@ -24,6 +25,5 @@ def workers():
     With no worker answering, or the broker down, still 200: ``{"status": "unavailable",
     "reason": "no worker answered within 1 s", "workers": [], …}``.
     """
-    settings = current_app.config["CERTCTL"]
-    producer = current_app.extensions["certctl"].producer
-    return jsonify(inspector.workers_view(producer, timeout=settings.monitor.inspect_timeout_seconds))
+    found = deps()
+    return jsonify(inspector.workers_view(found.producer, timeout=found.settings.monitor.inspect_timeout_seconds))

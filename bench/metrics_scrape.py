@@ -34,7 +34,7 @@ from sqlalchemy import create_engine, event, text  # noqa: E402
 
 from api.app import create_app  # noqa: E402
 from bench.common import ScratchDatabase  # noqa: E402
-from certctl_notify.config import load_settings  # noqa: E402
+from certctl_notify.environment import load_settings  # noqa: E402
 from certctl_notify.metrics import Metrics  # noqa: E402
 from certctl_notify.model import Outcome  # noqa: E402
 

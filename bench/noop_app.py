@@ -15,7 +15,7 @@ import redis
 from celery import Celery, signals
 
 from certctl_notify import logs
-from certctl_notify.config import load_settings
+from certctl_notify.environment import load_settings
 from certctl_notify.errors import ConfigError
 from workers.config import celery_config, validate_celery
 

@@ -37,8 +37,7 @@ class NoPublish:
 
 
 def instrument(*engines) -> Counter:
-    """Count statements, commits, rollbacks, pool check-outs and pings on ``engines`` (the
-    transactional engine and the autocommit one of `certctl_notify.db.Transactions`)."""
+    """Count statements, commits, rollbacks, pool check-outs and pings on ``engines``."""
     from sqlalchemy import event
 
     counts: Counter = Counter()
@@ -140,7 +139,7 @@ def main(argv=None) -> int:
     parser.add_argument("--count", type=int, default=1000)
     args = parser.parse_args(argv)
 
-    from certctl_notify.config import load_settings
+    from certctl_notify.environment import load_settings
     from certctl_notify.intake import enqueue_alert
     from workers.runtime import Runtime
 
@@ -161,7 +160,7 @@ def main(argv=None) -> int:
         runtime = Runtime(settings)
         delivery = runtime.delivery
         engines.append(runtime.sessions)
-        counts = instrument(*runtime.sessions.engines)
+        counts = instrument(runtime.sessions.engine)
 
         runs = 2
         total = args.count * runs + 20

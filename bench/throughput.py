@@ -399,8 +399,8 @@ class Bench:
         """Notifications tagged ``tag`` (their certificate_id prefix), so rounds never count each other's rows."""
         from sqlalchemy import text
 
-        from certctl_notify.config import load_settings
         from certctl_notify.db import make_sessions
+        from certctl_notify.environment import load_settings
         from certctl_notify.intake import enqueue_alert
         from certctl_notify.publish import CeleryDispatcher, make_producer
 

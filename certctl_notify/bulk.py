@@ -19,7 +19,7 @@ from certctl_notify.errors import JobConflict
 from certctl_notify.metrics import NO_METRICS, Recorder
 from certctl_notify.model import utcnow
 from certctl_notify.publish import Dispatcher, dispatch_quietly
-from certctl_notify.store.reads import NotificationFilter
+from certctl_notify.store.listing import NotificationFilter
 
 log = logging.getLogger(__name__)
 

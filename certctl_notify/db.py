@@ -131,50 +131,24 @@ def retry_while_unavailable(work: Callable[[], T], what: str, *, until: float,
 
 class Transactions:
     """Opens one short transaction at a time: ``with transactions.begin() as conn:`` commits on exit
-    and rolls back on an exception; ``with transactions.statement() as conn:`` for a lone statement.
+    and rolls back on an exception.
 
     The store runs Core statements only, so a Core `Connection` serves where an ORM Session would
     add its unit-of-work bookkeeping to every call on the delivery hot path for nothing.
     """
 
-    def __init__(self, engine: Engine, autocommit: Engine | None = None):
+    def __init__(self, engine: Engine):
         self.engine = engine
-        self._autocommit = autocommit
 
     def begin(self) -> AbstractContextManager[Connection]:
         return self.engine.begin()
-
-    def statement(self) -> AbstractContextManager[Connection]:
-        """A connection for work that PostgreSQL runs as ONE statement (a data-modifying CTE, an
-        INSERT … RETURNING): atomic by itself, so it runs in autocommit, one round trip instead of
-        three (BEGIN, the statement, COMMIT). On SQLite, where the store may split the same work into
-        two statements, it is an ordinary transaction."""
-        if self._autocommit is None:
-            return self.engine.begin()
-        return self._autocommit.connect()
-
-    @property
-    def engines(self) -> tuple[Engine, ...]:
-        """Every engine this factory holds (for instrumentation)."""
-        return (self.engine,) if self._autocommit is None else (self.engine, self._autocommit)
 
     def dispose(self, close: bool = True) -> None:
         """Drop every pooled connection; ``close=False`` in a forked child, whose parent still owns
         the sockets."""
         self.engine.dispose(close=close)
-        if self._autocommit is not None:
-            self._autocommit.dispose(close=close)
 
 
 def make_sessions(database_url: str, **engine_kwargs) -> Transactions:
-    """The transaction factory the API, workers and CLI pass down to the store.
-
-    On PostgreSQL it holds a second engine whose connections stay in autocommit for `statement`:
-    switching one pooled connection back and forth would cost a ``SET`` round trip per use.
-    """
-    engine = make_engine(database_url, **engine_kwargs)
-    autocommit = None
-    if engine.dialect.name == "postgresql":
-        # Nothing to roll back on check-in: every statement committed itself.
-        autocommit = make_engine(database_url, isolation_level="AUTOCOMMIT", pool_reset_on_return=None, **engine_kwargs)
-    return Transactions(engine, autocommit)
+    """The transaction factory the API, workers and CLI pass down to the store."""
+    return Transactions(make_engine(database_url, **engine_kwargs))

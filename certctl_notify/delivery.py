@@ -74,7 +74,7 @@ class Delivery:
     def claim(self, attempt: Attempt) -> Row | None:
         """Claim the row for this attempt; None when a duplicate or stale message found nothing to do."""
         def claim() -> Row | None:
-            with self.sessions.statement() as session:
+            with self.sessions.begin() as session:
                 return store.claim(
                     session, attempt.notification_id, attempt=attempt.number, token=attempt.token, now=self.now(),
                     lease_seconds=self.lease_seconds, worker=attempt.worker, task_id=attempt.task_id,
@@ -106,7 +106,7 @@ class Delivery:
         moment = self.now()
 
         def record() -> tuple[Row | None, float]:
-            with self.sessions.statement() as session:
+            with self.sessions.begin() as session:
                 return store.record_sent(
                     session, attempt.notification_id, token=attempt.token, now=moment, attempt_id=row.attempt_id,
                     started_at=row.updated_at, status_code=sent.status_code)

@@ -58,8 +58,7 @@ def enqueue_alert(
 
     def store_rows() -> list[Enqueued]:
         results: list[Enqueued] = []
-        # One row is one statement (with its audit entry on PostgreSQL): no explicit transaction needed.
-        with (sessions.statement() if len(rows) == 1 else sessions.begin()) as session:
+        with sessions.begin() as session:
             for row in rows:
                 if actor is None:
                     inserted = store.insert_notification(session, row)

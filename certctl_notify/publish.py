@@ -13,8 +13,6 @@ from celery import Celery
 
 log = logging.getLogger(__name__)
 
-#: Celery's ``broker_transport`` for a Redis broker URL (see `certctl_notify.redis_transport`).
-REDIS_TRANSPORT = "certctl_notify.redis_transport:Transport"
 
 #: Name of the delivery task registered by `workers.tasks`.
 DELIVER_TASK = "certctl_notify.deliver"
@@ -78,18 +76,10 @@ def is_redis(broker_url: str) -> bool:
     return broker_url.startswith(("redis://", "rediss://", "redis+socket://"))
 
 
-def transport_for(broker_url: str) -> str | None:
-    """The transport to name in Celery's ``broker_transport``: ours for redis:// and rediss://,
-    None (the URL's own) for anything else. (``redis+socket://`` names its transport in the URL,
-    which kombu lets win over ``broker_transport``.)"""
-    return REDIS_TRANSPORT if broker_url.startswith(("redis://", "rediss://")) else None
-
-
 def make_producer(broker_url: str) -> Celery:
     """A Celery app that only publishes by task name; building it opens no connection."""
     app = Celery("certctl_notify_producer", broker=broker_url, set_as_current=False)
     app.conf.update(
-        broker_transport=transport_for(broker_url),
         task_serializer="json",
         accept_content=["json"],
         broker_connection_retry_on_startup=True,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from certctl_notify.config import RetrySettings
+from certctl_notify.settings import RetrySettings
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """The settings objects: frozen dataclasses, one per concern, each field with a one-line help.
 
-`certctl_notify.config.load_settings` builds them from the environment; tests build them directly.
+Every default is written here once: `certctl_notify.environment.load_settings` reads the environment
+into these objects and falls back on the fields' own defaults; tests build the objects directly.
 """
 
 from __future__ import annotations
@@ -23,6 +24,13 @@ DEFAULT_SWEEP_BATCH = 1000
 DEFAULT_TASK_TIME_LIMIT_SECONDS = 120.0
 #: Total time budget of one outbound HTTP request, in seconds.
 DEFAULT_HTTP_TIMEOUT_SECONDS = 15.0
+#: How much longer than the task time limit a claim lease runs by default, in seconds.
+LEASE_MARGIN_SECONDS = 30.0
+#: Files of the embedded mode (SQLite data and broker) under the data directory.
+EMBEDDED_DATABASE_FILE = "certctl-notify.sqlite"
+EMBEDDED_BROKER_FILE = "broker.sqlite"
+#: The SMTP port each TLS mode uses unless CERTCTL_SMTP_PORT says otherwise.
+SMTP_DEFAULT_PORTS = {"starttls": 587, "implicit": 465, "none": 25}
 
 
 @dataclass(frozen=True)
@@ -43,7 +51,8 @@ class SweepSettings:
 @dataclass(frozen=True)
 class WorkerSettings:
     task_time_limit_seconds: float = DEFAULT_TASK_TIME_LIMIT_SECONDS  #: hard limit of one attempt
-    lease_seconds: float = DEFAULT_TASK_TIME_LIMIT_SECONDS + 30  #: claim lease; must outlive the time limit
+    #: claim lease; must outlive the time limit
+    lease_seconds: float = DEFAULT_TASK_TIME_LIMIT_SECONDS + LEASE_MARGIN_SECONDS
     visibility_timeout_seconds: float | None = None  #: Redis redelivery timeout; None = derived
     concurrency: int = 2  #: worker processes started by the CLI wrapper
 
@@ -147,8 +156,8 @@ class MonitorSettings:
 
 @dataclass(frozen=True)
 class Settings:
-    database_url: str
-    broker_url: str
+    database_url: str  #: SQLAlchemy URL; default: the embedded SQLite file under data_dir
+    broker_url: str  #: Celery broker URL; default: the embedded SQLite broker under data_dir
     data_dir: Path = Path("var")
     retry: RetrySettings = RetrySettings()
     sweep: SweepSettings = SweepSettings()

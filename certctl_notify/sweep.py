@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from certctl_notify import store
-from certctl_notify.config import SweepSettings
 from certctl_notify.db import Transactions
 from certctl_notify.metrics import NO_METRICS, Recorder
 from certctl_notify.model import utcnow
 from certctl_notify.publish import Dispatcher, dispatch_quietly
+from certctl_notify.settings import SweepSettings
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ import pytest
 import redis
 from sqlalchemy import create_engine, make_url, text
 
-from certctl_notify.config import load_settings
 from certctl_notify.db import make_sessions
+from certctl_notify.environment import load_settings
 from certctl_notify.migrate import upgrade
 from certctl_notify.publish import make_producer
 from tests.support.receiver import Receiver

@@ -14,8 +14,8 @@ from werkzeug.serving import make_server
 
 from api.app import create_app
 from certctl_notify import store
-from certctl_notify.cli import main
 from certctl_notify.publish import DELIVERY_QUEUE
+from cli import main
 from tests.conftest import wait_for
 
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from certctl_notify.cli import main
+from cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOWER = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]["flower"]
@@ -109,7 +109,7 @@ def test_compose_flower_service_names_the_app_and_takes_basic_auth_from_the_envi
     ({"CERTCTL_INSPECT_TIMEOUT": "0"}, "CERTCTL_INSPECT_TIMEOUT"),
 ])
 def test_a_bad_monitor_setting_is_refused_by_name(env, message):
-    from certctl_notify.config import load_settings
+    from certctl_notify.environment import load_settings
     from certctl_notify.errors import ConfigError
 
     with pytest.raises(ConfigError, match=message):
@@ -117,7 +117,7 @@ def test_a_bad_monitor_setting_is_refused_by_name(env, message):
 
 
 def test_monitor_settings_are_read_once():
-    from certctl_notify.config import load_settings
+    from certctl_notify.environment import load_settings
 
     env = {"CERTCTL_FLOWER_BASIC_AUTH": "ops:a, viewer:b", "CERTCTL_INSPECT_TIMEOUT": "250ms"}
     monitor = load_settings(env).monitor

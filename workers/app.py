@@ -1,40 +1,30 @@
-"""Entry point for ``celery -A workers.app``: builds the app from the environment, once."""
+"""Entry point for ``celery -A workers.app``: ``workers.app.app`` is built from the environment when
+Celery first asks for it, never when this module is imported (so importing it reads nothing and
+cannot exit the process)."""
 
 from __future__ import annotations
 
+import functools
 import sys
 
 from celery import Celery
 
-from certctl_notify.config import Settings, load_settings
+from certctl_notify.environment import load_settings
 from certctl_notify.errors import ConfigError
-from workers import signals
-from workers.config import celery_config, validate_celery
-from workers.runtime import Runtime
-from workers.tasks import register_tasks
+from workers.factory import make_celery
 
 
-def make_celery(settings: Settings) -> Celery:
-    """The Celery app with our settings checked, tasks registered and signal handlers connected.
-
-    Raises:
-        ConfigError: when a setting delivery depends on is wrong.
-    """
-    app = Celery("certctl_notify", set_as_current=False)
-    app.conf.update(celery_config(settings))
-    validate_celery(app.conf, settings)
-    runtime = Runtime(settings)
-    register_tasks(app, runtime)
-    signals.connect(runtime, settings)
-    app.runtime = runtime
-    return app
-
-
-def _from_environment() -> Celery:
+@functools.cache
+def from_environment() -> Celery:
+    """The app of this process, from ``CERTCTL_*``; exits naming the setting when one is wrong."""
     try:
         return make_celery(load_settings())
     except ConfigError as exc:
         sys.exit(f"certctl-notify: refusing to start: {exc}")
 
 
-app = _from_environment()
+def __getattr__(name: str) -> Celery:
+    # ``celery -A workers.app`` looks up the module's ``app`` attribute: built on that first look-up.
+    if name == "app":
+        return from_environment()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from kombu import Queue
 
-from certctl_notify.config import Settings
 from certctl_notify.errors import ConfigError
-from certctl_notify.publish import DELIVER_TASK, DELIVERY_QUEUE, SWEEP_TASK, is_redis, transport_for
+from certctl_notify.publish import DELIVER_TASK, DELIVERY_QUEUE, SWEEP_TASK, is_redis
+from certctl_notify.settings import Settings
 
 #: Seconds added to (longest countdown + time limit) for the derived Redis visibility timeout.
 VISIBILITY_MARGIN_SECONDS = 600
@@ -40,7 +40,6 @@ def celery_config(settings: Settings) -> dict:
     time_limit = settings.worker.task_time_limit_seconds
     return {
         "broker_url": settings.broker_url,
-        "broker_transport": transport_for(settings.broker_url),
         "broker_connection_retry_on_startup": True,
         # Redis redelivers an unacked message after this long; a held ETA retry (up to the cap)
         # plus its run time must fit inside it, or the retry would be delivered twice. (The

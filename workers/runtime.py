@@ -5,11 +5,11 @@ from __future__ import annotations
 import socket
 
 from certctl_notify.channels import build_channels
-from certctl_notify.config import Settings
 from certctl_notify.db import make_sessions
 from certctl_notify.delivery import Delivery
 from certctl_notify.metrics import Metrics
 from certctl_notify.retry import RetryPolicy
+from certctl_notify.settings import Settings
 from workers.config import claim_patience, record_patience
 
 

@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 from certctl_notify.channels.base import Channel, Notification, Sent, UnconfiguredChannel
 from certctl_notify.channels.http import OutboundHttp
-from certctl_notify.config import Settings
 from certctl_notify.model import Channel as ChannelName
+from certctl_notify.settings import Settings
 
 #: The variable whose absence leaves each channel unconfigured (named in the dead row's reason).
 REQUIRED_VARIABLE = {

@@ -16,9 +16,9 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 
 from certctl_notify.channels.base import Notification, Sent
-from certctl_notify.config import Settings
 from certctl_notify.errors import DeliveryError, PermanentError, TransientError
 from certctl_notify.redact import redact
+from certctl_notify.settings import Settings
 
 #: SMTP's line length limit and no 8-bit bodies: any relay accepts the message (RFC 2047 headers, QP body).
 POLICY = policy.SMTP.clone(cte_type="7bit")

@@ -14,9 +14,9 @@ from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpx
 
-from certctl_notify.config import OutboundSettings
 from certctl_notify.errors import PermanentError, TransientError
 from certctl_notify.redact import redact, safe_url
+from certctl_notify.settings import OutboundSettings
 
 #: Redirects followed at most, each re-checked by the SSRF guard.
 MAX_REDIRECTS = 3

@@ -7,8 +7,8 @@ import json
 from certctl_notify.channels.base import Notification, Sent
 from certctl_notify.channels.http import OutboundHttp, classify
 from certctl_notify.channels.pagerduty import clip
-from certctl_notify.config import Settings
 from certctl_notify.redact import safe_url
+from certctl_notify.settings import Settings
 
 #: OpsGenie's field limits, in characters.
 MAX_MESSAGE_CHARS = 130

@@ -7,8 +7,8 @@ from datetime import UTC
 
 from certctl_notify.channels.base import Notification, Sent
 from certctl_notify.channels.http import OutboundHttp, classify
-from certctl_notify.config import Settings
 from certctl_notify.redact import safe_url
+from certctl_notify.settings import Settings
 
 #: Characters of ``payload.summary`` PagerDuty accepts at most.
 MAX_SUMMARY_CHARS = 1024

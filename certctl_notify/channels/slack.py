@@ -6,8 +6,8 @@ import json
 
 from certctl_notify.channels.base import Notification, Sent
 from certctl_notify.channels.http import OutboundHttp, classify
-from certctl_notify.config import Settings
 from certctl_notify.redact import safe_url, url_secrets
+from certctl_notify.settings import Settings
 
 
 def escape(text: str) -> str:

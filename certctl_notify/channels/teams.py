@@ -7,8 +7,8 @@ import re
 
 from certctl_notify.channels.base import Notification, Sent
 from certctl_notify.channels.http import OutboundHttp, Reply, classify
-from certctl_notify.config import Settings
 from certctl_notify.redact import safe_url, url_secrets
+from certctl_notify.settings import Settings
 
 #: Characters of the message sent at most. Teams refuses posts over about 28 KB, and may count
 #: UTF-16 (two bytes a character): 6000 characters keep any card well under the limit.

@@ -10,8 +10,8 @@ from standardwebhooks import Webhook
 
 from certctl_notify.channels.base import Notification, Sent
 from certctl_notify.channels.http import PORTABLE_HEADERS, OutboundHttp, classify
-from certctl_notify.config import Settings
 from certctl_notify.redact import safe_url, url_secrets
+from certctl_notify.settings import Settings
 
 
 def payload(notification: Notification) -> dict:

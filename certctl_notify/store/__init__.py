@@ -1,10 +1,53 @@
-"""Every SQL statement certctl-notify runs, in one package: delivery-side state changes (`events`),
-read-side listings and counts (`reads`), operator records (`ops`).
+"""Every SQL statement certctl-notify runs, split by what it stores:
 
-Functions take a Core `Connection` inside a transaction and never commit: the caller frames the transaction.
+- `notifications`: intake, lookups, counts by status;
+- `transitions`: the claim and every status change, each one guarded statement (`transitions.guarded`);
+- `attempts`: the per-attempt audit trail;
+- `listing`: filtered listings, summaries, the rows a filter matches;
+- `audit`: the operator audit log; `jobs`: bulk requeue jobs; `redispatch`: what the sweep re-publishes;
+- `dialect`: everything that differs between PostgreSQL and SQLite.
+
+Functions take a Core `Connection` inside a transaction and never commit: the caller frames the
+transaction. The names below are the store's API, so callers write ``store.claim(...)``.
 """
 
-from certctl_notify.store.events import *  # noqa: F403
-from certctl_notify.store.events import MAX_ERROR_CHARS, SWEEP_LOCK_KEY, attempts, events  # noqa: F401
-from certctl_notify.store.ops import *  # noqa: F403
-from certctl_notify.store.reads import *  # noqa: F403
+from certctl_notify.store.attempts import MAX_ERROR_CHARS, finish_attempt, list_attempts
+from certctl_notify.store.audit import add_audit, list_audit
+from certctl_notify.store.dialect import try_sweep_lock
+from certctl_notify.store.jobs import (
+    advance_job,
+    cancel_job,
+    finish_job,
+    get_job,
+    insert_job,
+    job_batch_ids,
+    running_job,
+    take_over_stalled_jobs,
+)
+from certctl_notify.store.listing import NotificationFilter, count_matching, list_notifications, summary
+from certctl_notify.store.notifications import (
+    count_by_status,
+    get,
+    get_by_dedupe_key,
+    insert_notification,
+    insert_notification_audited,
+)
+from certctl_notify.store.redispatch import due_for_redispatch, mark_dispatched
+from certctl_notify.store.transitions import (
+    claim,
+    mark_dead,
+    mark_failed,
+    mark_read,
+    mark_sent,
+    record_sent,
+    requeue,
+    requeue_many,
+)
+
+__all__ = [
+    "MAX_ERROR_CHARS", "NotificationFilter", "add_audit", "advance_job", "cancel_job", "claim", "count_by_status",
+    "count_matching", "due_for_redispatch", "finish_attempt", "finish_job", "get", "get_by_dedupe_key", "get_job",
+    "insert_job", "insert_notification", "insert_notification_audited", "job_batch_ids", "list_attempts",
+    "list_audit", "list_notifications", "mark_dead", "mark_dispatched", "mark_failed", "mark_read", "mark_sent",
+    "record_sent", "requeue", "requeue_many", "running_job", "summary", "take_over_stalled_jobs", "try_sweep_lock",
+]

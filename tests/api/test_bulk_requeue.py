@@ -11,7 +11,7 @@ from sqlalchemy import func, select, text
 
 from api.app import create_app
 from certctl_notify import store
-from certctl_notify.config import load_settings
+from certctl_notify.environment import load_settings
 from certctl_notify.model import events
 from tests.conftest import wait_for
 
@@ -71,7 +71,7 @@ def test_bulk_requeue_counts_paces_skips_and_delivers(sessions, dead_rows, make_
 def test_bulk_requeue_can_be_cancelled_part_way_and_skips_rows_that_changed(sessions, dead_rows, make_env):
     settings = load_settings(make_env(CERTCTL_REQUEUE_RATE="200"))
     http = create_app(settings).test_client()
-    from workers.app import make_celery  # the job runs in this process: no worker, so no delivery
+    from workers.factory import make_celery  # the job runs in this process: no worker, so no delivery
 
     worker_app = make_celery(settings)
     from certctl_notify.bulk import run_chunk

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
 from certctl_notify import store
-from certctl_notify.config import load_settings
+from certctl_notify.environment import load_settings
 from certctl_notify.model import events
 
 ADMIN = {"Authorization": "Bearer admin-key"}

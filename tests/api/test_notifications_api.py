@@ -141,7 +141,7 @@ def test_health_needs_no_key_and_readiness_checks_database_and_broker(http):
 
 
 def test_readiness_reports_a_dead_broker(make_env, sessions):
-    from certctl_notify.config import load_settings
+    from certctl_notify.environment import load_settings
 
     app = create_app(load_settings(make_env(CERTCTL_BROKER_URL="redis://127.0.0.1:1/0")))
     ready = app.test_client().get("/readyz")

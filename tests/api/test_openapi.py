@@ -174,7 +174,7 @@ def test_a_server_error_is_the_documented_envelope_without_internals(app, http, 
 
 
 def test_readiness_with_a_dead_broker_is_a_documented_503(make_env, sessions):
-    from certctl_notify.config import load_settings
+    from certctl_notify.environment import load_settings
 
     app = create_app(load_settings(make_env(CERTCTL_BROKER_URL="redis://127.0.0.1:1/0")))
     document = app.test_client().get("/api/v1/openapi.json").json
@@ -186,7 +186,7 @@ def test_readiness_with_a_dead_broker_is_a_documented_503(make_env, sessions):
 def test_an_api_outliving_a_database_outage_answers_a_documented_503_then_recovers(
     make_env, sessions, broker_url, database_proxy
 ):
-    from certctl_notify.config import load_settings
+    from certctl_notify.environment import load_settings
 
     # Given an API process that has served a request through its connection pool
     proxy, proxied_url = database_proxy

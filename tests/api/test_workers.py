@@ -13,9 +13,9 @@ from werkzeug.serving import make_server
 
 from api.app import create_app
 from certctl_notify import intake
-from certctl_notify.cli import main
-from certctl_notify.config import load_settings
+from certctl_notify.environment import load_settings
 from certctl_notify.publish import DELIVER_TASK, DELIVERY_QUEUE, CeleryDispatcher
+from cli import main
 from tests.conftest import wait_for
 from tests.support.receiver import Answer, RawPeer
 

@@ -15,9 +15,10 @@ from certctl_notify.channels.pagerduty import PagerDutyChannel
 from certctl_notify.channels.slack import SlackChannel
 from certctl_notify.channels.teams import TeamsChannel
 from certctl_notify.channels.webhook import WebhookChannel
-from certctl_notify.config import OutboundSettings, load_settings
+from certctl_notify.environment import load_settings
 from certctl_notify.errors import PermanentError
 from certctl_notify.model import Channel as ChannelName
+from certctl_notify.settings import OutboundSettings
 from tests.support.vendor_receiver import notification
 
 #: Each channel, its adapter class and the least environment that configures it. A new channel is

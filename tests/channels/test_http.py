@@ -21,8 +21,8 @@ from standardwebhooks import Webhook
 from certctl_notify.channels.base import Notification, Sent
 from certctl_notify.channels.http import OutboundHttp, retry_after_seconds
 from certctl_notify.channels.webhook import WebhookChannel
-from certctl_notify.config import OutboundSettings
 from certctl_notify.errors import PermanentError, TransientError
+from certctl_notify.settings import OutboundSettings
 from tests.support.receiver import Answer, RawPeer, Receiver, headers_of, port_of, read_request
 
 SECRET = "whsec_" + base64.b64encode(b"secret-for-the-http-tests").decode()

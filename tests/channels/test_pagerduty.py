@@ -7,8 +7,9 @@ import pytest
 from certctl_notify.channels.base import Sent
 from certctl_notify.channels.http import OutboundHttp
 from certctl_notify.channels.pagerduty import MAX_SUMMARY_CHARS, PagerDutyChannel, clip
-from certctl_notify.config import OutboundSettings, load_settings
+from certctl_notify.environment import load_settings
 from certctl_notify.errors import PermanentError, TransientError
+from certctl_notify.settings import OutboundSettings
 from tests.support.receiver import Answer
 from tests.support.vendor_receiver import VendorReceiver, headers_of, notification
 

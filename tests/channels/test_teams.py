@@ -7,8 +7,8 @@ import pytest
 from certctl_notify.channels.base import Sent
 from certctl_notify.channels.http import OutboundHttp
 from certctl_notify.channels.teams import MAX_MESSAGE_CHARS, TeamsChannel
-from certctl_notify.config import OutboundSettings, Settings, TeamsSettings
 from certctl_notify.errors import PermanentError, TransientError
+from certctl_notify.settings import OutboundSettings, Settings, TeamsSettings
 from tests.support.receiver import Answer
 from tests.support.vendor_receiver import VendorReceiver, headers_of, notification
 

@@ -18,8 +18,8 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from certctl_notify.channels.base import Notification, Sent
 from certctl_notify.channels.http import OutboundHttp
 from certctl_notify.channels.webhook import WebhookChannel
-from certctl_notify.config import OutboundSettings
 from certctl_notify.errors import PermanentError, TransientError
+from certctl_notify.settings import OutboundSettings
 from tests.support.receiver import Answer, RawPeer, headers_of, port_of, read_request
 
 SECRET = "whsec_" + base64.b64encode(b"the-current-webhook-secret").decode()

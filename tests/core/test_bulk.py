@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 from certctl_notify import bulk, store
 from certctl_notify.audit import Actor
-from certctl_notify.config import SweepSettings
 from certctl_notify.model import events
-from certctl_notify.store.reads import NotificationFilter
+from certctl_notify.settings import SweepSettings
+from certctl_notify.store.listing import NotificationFilter
 from certctl_notify.sweep import sweep_once
 
 DEAD = NotificationFilter(statuses=("dead",))

@@ -36,12 +36,11 @@ def own(database_url, sessions):
 
 
 def backend_pids(transactions) -> set[int]:
-    """The server processes behind every connection the factory holds in its pools."""
+    """The server processes behind every connection the factory holds in its pool."""
     pids = set()
-    for engine in transactions.engines:
-        for record in list(engine.pool._pool.queue):
-            if record.dbapi_connection is not None:
-                pids.add(record.dbapi_connection.info.backend_pid)
+    for record in list(transactions.engine.pool._pool.queue):
+        if record.dbapi_connection is not None:
+            pids.add(record.dbapi_connection.info.backend_pid)
     return pids
 
 
@@ -54,7 +53,7 @@ def cut(engine, pids: set[int]) -> None:
 
 
 def test_a_lone_statement_is_committed_for_every_other_connection(own, sessions):
-    with own.statement() as conn:
+    with own.begin() as conn:
         inserted = store.insert_notification(conn, {"id": "notif_db1", "type": "Revocation", "channel": "Webhook",
                                                      "recipient": "", "message": "m", "status": "pending",
                                                      "retry_count": 0})
@@ -63,7 +62,7 @@ def test_a_lone_statement_is_committed_for_every_other_connection(own, sessions)
 
 
 def test_a_failing_lone_statement_leaves_nothing_behind(own, sessions):
-    with pytest.raises(DBAPIError), own.statement() as conn:
+    with pytest.raises(DBAPIError), own.begin() as conn:
         conn.execute(text("INSERT INTO notification_events (id, type, channel, message, status) "
                           "VALUES ('notif_db2', 'Revocation', 'Webhook', 'm', 'no-such-status')"))
     with sessions.begin() as conn:

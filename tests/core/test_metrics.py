@@ -14,10 +14,10 @@ import pytest
 from sqlalchemy import event
 
 from certctl_notify.channels.base import Notification, UnconfiguredChannel
-from certctl_notify.config import SweepSettings
 from certctl_notify.errors import PermanentError, TransientError
 from certctl_notify.metrics import DatabaseCollector, Metrics, dead_reason
 from certctl_notify.model import events
+from certctl_notify.settings import SweepSettings
 from certctl_notify.sweep import sweep_once
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)

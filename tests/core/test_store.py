@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import text
 
 from certctl_notify import store
+from certctl_notify.model import events
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 
@@ -29,7 +30,7 @@ def claim(sessions, nid, attempt=1, token="t:1", now=NOW, lease=60):
 def expire_lease(sessions, nid):
     """What time does to a lease (it is measured on the database's clock, not the test's)."""
     with sessions.begin() as s:
-        s.execute(store.events.update().where(store.events.c.id == nid).values(
+        s.execute(events.update().where(events.c.id == nid).values(
             lease_expires_at=datetime.now(UTC) - timedelta(seconds=1)))
 
 
@@ -79,7 +80,7 @@ def test_sent_keeps_the_attempt_history_and_clears_the_retry_state(sessions, row
                                              ("dead", True), ("read", False)])
 def test_mark_read_never_cancels_a_delivery(sessions, row_id, status, allowed):
     with sessions.begin() as s:
-        s.execute(store.events.update().values(status=status))
+        s.execute(events.update().values(status=status))
         assert (store.mark_read(s, row_id, now=NOW) is not None) is allowed
 
 
@@ -103,6 +104,18 @@ def test_a_lease_runs_on_the_database_clock_whatever_each_hosts_clock_says(sessi
     assert claim(sessions, row_id, token="fast:1", now=fast) is None
     # And neither can an operator's requeue from that host, nor a sweep take it for abandoned
     with sessions.begin() as s:
-        s.execute(store.events.update().where(store.events.c.id == row_id).values(status="failed"))
+        s.execute(events.update().where(events.c.id == row_id).values(status="failed"))
         assert store.requeue(s, row_id, now=fast) is None
         assert store.due_for_redispatch(s, now=fast, grace_seconds=0, limit=10) == []
+
+
+def test_record_sent_closes_the_attempt_record_and_marks_the_row_sent(sessions, row_id):
+    claimed = claim(sessions, row_id, token="a:1", now=datetime.now(UTC))
+    with sessions.begin() as s:
+        sent, seconds = store.record_sent(s, row_id, token="a:1", now=claimed.updated_at + timedelta(seconds=0.25),
+                                          attempt_id=claimed.attempt_id, started_at=claimed.updated_at,
+                                          status_code=202)
+    assert (sent.status, sent.lease_owner, seconds) == ("sent", None, 0.25)
+    with sessions.begin() as s:
+        [record] = store.list_attempts(s, row_id)
+    assert (record.attempt, record.outcome, record.status_code, record.duration_ms) == (1, "sent", 202, 250)

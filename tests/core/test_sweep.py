@@ -13,8 +13,8 @@ import pytest
 import redis
 
 from certctl_notify import store
-from certctl_notify.config import SweepSettings
 from certctl_notify.publish import DELIVERY_QUEUE, CeleryDispatcher, make_producer
+from certctl_notify.settings import SweepSettings
 from certctl_notify.sweep import sweep_once
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)

@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
-from certctl_notify.config import load_settings
+from certctl_notify.environment import load_settings
 from certctl_notify.errors import ConfigError
-from workers.app import make_celery
 from workers.config import validate_celery
+from workers.factory import make_celery
 
 
 def test_worker_settings_are_the_safe_ones(make_env):
@@ -53,3 +53,30 @@ def test_the_worker_process_exits_with_the_reason(make_env):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert "refusing to start" in result.stderr and "CERTCTL_BROKER_VISIBILITY_TIMEOUT" in result.stderr
+
+
+def test_building_the_app_again_connects_each_signal_handler_once(make_env):
+    from workers import signals
+
+    # Given an app built twice in one process (a test, a CLI command and a worker's own app)
+    make_celery(load_settings(make_env()))
+    second = make_celery(load_settings(make_env(CERTCTL_LOG_FORMAT="json")))
+    # Then each of our handlers is connected once, and the handlers serve the app built last
+    for signal, _handler in signals._HANDLERS:
+        ours = [key for key, _receiver in signal.receivers if str(key[0]).startswith("certctl_notify.")]
+        assert len(ours) == 1, (signal.name, ours)
+    assert signals._runtime is second.runtime
+
+
+def test_importing_the_entry_point_builds_no_app():
+    # Given an environment whose settings would stop a worker from starting
+    env = {"PATH": "/usr/bin:/bin", "CERTCTL_NOTIFICATION_RETRY_CAP": "nonsense"}
+    # When the entry point module is imported, Then nothing is read or built (it does not exit)
+    code = "import workers.app, celery._state as s; print(len(list(s._get_active_apps())))"
+    imported = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert imported.returncode == 0, imported.stderr
+    assert imported.stdout.strip() == "0"
+    # And Celery's own look-up of workers.app builds it (and here refuses the bad setting by name)
+    looked_up = subprocess.run([sys.executable, "-c", "import workers.app as m; m.app"], env=env,
+                               capture_output=True, text=True, timeout=60)
+    assert looked_up.returncode != 0 and "CERTCTL_NOTIFICATION_RETRY_CAP" in looked_up.stderr

@@ -196,7 +196,7 @@ def test_alerts_posted_while_the_broker_is_down_are_accepted_and_delivered_once_
     sessions, receiver, make_env, start_worker, broker_url
 ):
     from api.app import create_app
-    from certctl_notify.config import load_settings
+    from certctl_notify.environment import load_settings
 
     # Given an API whose connection to Redis goes through a proxy, and that has published before
     url = make_url(broker_url)

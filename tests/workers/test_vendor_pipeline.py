@@ -10,7 +10,7 @@ import pytest
 
 from api.app import create_app
 from certctl_notify import intake
-from certctl_notify.config import load_settings
+from certctl_notify.environment import load_settings
 from certctl_notify.publish import CeleryDispatcher
 from tests.conftest import wait_for
 from tests.support.receiver import Answer

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from certctl_notify.config import load_settings, parse_duration
+from certctl_notify.environment import load_settings, parse_duration
 from certctl_notify.errors import ConfigError
 
 

@@ -1,40 +1,15 @@
-"""Operator records: the audit log and bulk requeue jobs."""
+"""Bulk requeue jobs: their progress, their owner (the generation of the chain of chunk messages that
+works on each), and the rows they work through."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Connection, Row, func, select, update
+from sqlalchemy import Connection, Row, select, update
 
-from certctl_notify.model import JobStatus, audit_log, events, requeue_jobs
-from certctl_notify.store import statements
-from certctl_notify.store.reads import NotificationFilter, filter_clauses
-
-__all__ = [
-    "add_audit", "list_audit", "insert_job", "get_job", "running_job", "job_batch_ids", "advance_job",
-    "finish_job", "cancel_job", "take_over_stalled_jobs", "count_matching",
-]
-
-
-def add_audit(session: Connection, *, at: datetime, actor: str, action: str, target: str, detail: dict | None = None,
-              request_id: str | None = None) -> None:
-    session.execute(statements.insert_audit(), {"at": at, "actor": actor, "action": action, "target": target,
-                                                "detail": detail, "request_id": request_id})
-
-
-def list_audit(session: Connection, *, page: int, per_page: int) -> tuple[int, Sequence[Row]]:
-    total = session.execute(select(func.count()).select_from(audit_log)).scalar_one()
-    rows = session.execute(select(audit_log).order_by(audit_log.c.at.desc(), audit_log.c.id.desc())
-                           .limit(per_page).offset((page - 1) * per_page)).all()
-    return total, rows
-
-
-def count_matching(session: Connection, f: NotificationFilter, *, unchanged_since: datetime | None = None) -> int:
-    where = filter_clauses(f)
-    if unchanged_since is not None:
-        where.append(events.c.updated_at <= unchanged_since)
-    return session.execute(select(func.count()).select_from(events).where(*where)).scalar_one()
+from certctl_notify.model import JobStatus, events, requeue_jobs
+from certctl_notify.store.dialect import greatest
+from certctl_notify.store.listing import NotificationFilter, filter_clauses
 
 
 def insert_job(session: Connection, *, job_id: str, filter: dict, rate: float, matched: int, cutoff: datetime,
@@ -87,9 +62,7 @@ def finish_job(session: Connection, job_id: str, *, generation: int, now: dateti
         update(requeue_jobs)
         .where(*_owned(job_id, generation))
         .values(status=JobStatus.DONE.value, updated_at=now, finished_at=now,
-                skipped=func.greatest(requeue_jobs.c.matched - requeue_jobs.c.requeued, requeue_jobs.c.skipped)
-                if session.dialect.name == "postgresql"
-                else func.max(requeue_jobs.c.matched - requeue_jobs.c.requeued, requeue_jobs.c.skipped))
+                skipped=greatest(requeue_jobs.c.matched - requeue_jobs.c.requeued, requeue_jobs.c.skipped))
         .returning(*requeue_jobs.c)
     ).first()
 

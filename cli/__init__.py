@@ -1,14 +1,14 @@
 """``certctl-notify``: the operator's command line.
 
-Commands that need the API server or the worker import them when they run, so ``certctl-notify
---help`` stays fast and the core keeps no Flask or worker import at module level.
+It sits beside the core, the worker and the API (it may import all three; the core imports none of
+them). Commands import what they need when they run, so ``certctl-notify --help`` stays fast.
 """
 
 from __future__ import annotations
 
 import click
 
-from certctl_notify.cli import local, remote
+from cli import local, remote
 
 
 @click.group()

@@ -8,7 +8,7 @@ import time
 
 import click
 
-from certctl_notify.cli.common import api_client, api_options, call
+from cli.common import api_client, api_options, call
 
 
 @click.command("list")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
-from certctl_notify.config import Settings, load_settings
+from certctl_notify.environment import load_settings
 from certctl_notify.errors import ConfigError
+from certctl_notify.settings import Settings
 
 
 def settings_or_exit() -> Settings:
@@ -35,7 +36,7 @@ def api_options(command):
 
 
 def api_client(url: str, key: str | None):
-    from certctl_notify.apiclient import ApiClient
+    from cli.api_client import ApiClient
 
     return ApiClient(url, key)
 

@@ -1,4 +1,5 @@
-"""Read-side queries: filtered listings with true totals, and the counts operators watch."""
+"""Read-side queries: filtered listings with true totals, the counts operators watch, and the rows a
+filter matches (for bulk requeue)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,6 @@ from datetime import datetime
 from sqlalchemy import Connection, Row, func, select
 
 from certctl_notify.model import Status, events
-
-__all__ = ["NotificationFilter", "list_notifications", "summary", "filter_clauses"]
 
 
 @dataclass(frozen=True)
@@ -84,3 +83,10 @@ def summary(session: Connection, *, now: datetime) -> dict:
         "oldest_pending_seconds": max(0.0, (now - oldest).total_seconds()) if oldest else 0.0,
         "retries_due": row.retries_due,
     }
+
+
+def count_matching(session: Connection, f: NotificationFilter, *, unchanged_since: datetime | None = None) -> int:
+    where = filter_clauses(f)
+    if unchanged_since is not None:
+        where.append(events.c.updated_at <= unchanged_since)
+    return session.execute(select(func.count()).select_from(events).where(*where)).scalar_one()

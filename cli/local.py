@@ -9,7 +9,7 @@ import time
 
 import click
 
-from certctl_notify.cli.common import dispatcher_for, sessions_for, settings_or_exit
+from cli.common import dispatcher_for, sessions_for, settings_or_exit
 
 
 @click.command()
@@ -100,7 +100,7 @@ def test_channel(channel: str, recipient: str, wait: float) -> None:
 @click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
 def flower(port: int | None, flower_args: tuple[str, ...]) -> None:
     """Run Flower, the Celery monitor, on our broker (extra arguments go to ``celery flower``)."""
-    from certctl_notify.config import child_environment
+    from certctl_notify.environment import child_environment
 
     settings = settings_or_exit()
     args = [sys.executable, "-m", "celery", "-A", "workers.app", "flower",
