@@ -32,7 +32,7 @@ from bench.throughput import WEBHOOK_SECRET, Receiver, alert_fields  # noqa: E40
 class NoPublish:
     """Intake without a broker: rows are committed as pending and delivered by this script."""
 
-    def dispatch(self, notification_id: str, attempt: int) -> None:
+    def dispatch(self, notification_id: str, attempt: int, dispatched_at=None) -> None:
         pass
 
 

@@ -113,7 +113,7 @@ def run_chunk(sessions: Transactions, dispatcher: Dispatcher, job_id: str, gener
             return False
         metrics.requeued("bulk", len(requeued))
         for notification_id in requeued:
-            dispatch_quietly(dispatcher, notification_id, 1)
+            dispatch_quietly(dispatcher, notification_id, 1, moment)
         cursor = ids[-1]
         # pace: this batch may take len(ids)/rate seconds at the most
         sleep(max(0.0, len(ids) / rate - (time.monotonic() - batch_started)))

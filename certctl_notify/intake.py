@@ -81,7 +81,7 @@ def enqueue_alert(
             raise
     for result in results:
         if result.created:
-            dispatch_quietly(dispatcher, result.row.id, 1)
+            dispatch_quietly(dispatcher, result.row.id, 1, result.row.dispatched_at)
             log.info("enqueued %s %s via %s", result.row.id, result.row.type, result.row.channel)
         else:
             log.info("dedupe_key %r matched %s; nothing new sent", result.row.dedupe_key, result.row.id)

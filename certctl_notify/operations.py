@@ -68,7 +68,7 @@ def requeue(
     )
     log.info("requeued %s (%s) by %s", notification_id, row.channel, actor.name if actor else "operator")
     metrics.requeued("single")
-    dispatch_quietly(dispatcher, notification_id, 1)
+    dispatch_quietly(dispatcher, notification_id, 1, row.dispatched_at)
     return row
 
 

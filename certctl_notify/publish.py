@@ -6,9 +6,12 @@ The core never imports the worker package; it publishes by task name, as any pro
 
 from __future__ import annotations
 
+import json
 import logging
+from datetime import datetime
 from typing import Protocol
 
+import redis
 from celery import Celery
 
 log = logging.getLogger(__name__)
@@ -24,11 +27,21 @@ SWEEP_TASK = "certctl_notify.sweep"
 BULK_REQUEUE_TASK = "certctl_notify.bulk_requeue"
 #: Queue the delivery tasks travel on (prefetch 1, late acks).
 DELIVERY_QUEUE = "certctl.deliver"
+#: Message header carrying the row's ``dispatched_at`` as written with the publish: the sweep reads
+#: it off the oldest queued delivery to tell rows whose messages wait in a backlog from lost ones.
+DISPATCHED_AT_HEADER = "certctl-dispatched-at"
+#: Connect and read timeout of the sweep's look at the delivery queue, in seconds.
+PEEK_TIMEOUT_SECONDS = 2.0
 
 
 class Dispatcher(Protocol):
-    def dispatch(self, notification_id: str, attempt: int) -> None:
-        """Publish the delivery task for ``attempt`` of a row; raise when the broker refused it."""
+    def dispatch(self, notification_id: str, attempt: int, dispatched_at: datetime | None = None) -> None:
+        """Publish the delivery task for ``attempt`` of a row, stamped with the ``dispatched_at`` the row
+        was given for this publish; raise when the broker refused it."""
+
+    def oldest_queued_dispatch(self) -> datetime | None:
+        """The stamp of the oldest delivery message still waiting in the queue; None when the queue is
+        empty, its oldest message has no stamp, or the broker cannot be looked at this cheaply."""
 
     def run_requeue_job(self, job_id: str, generation: int) -> None:
         """Publish the next chunk of a bulk requeue job, for the chain of that ``generation``."""
@@ -42,27 +55,44 @@ class CeleryDispatcher:
         # On Redis a queue is a list that the push creates: declaring it before every publish costs
         # a bind, two copies and a hash per message for nothing. An AMQP broker would drop a message
         # to a queue nobody declared yet, so there Celery declares as usual.
-        self._options = {"declare": []} if is_redis(str(celery_app.conf.broker_url or "")) else {}
+        broker_url = str(celery_app.conf.broker_url or "")
+        self._options = {"declare": []} if is_redis(broker_url) else {}
+        self._peek = (redis.Redis.from_url(broker_url, socket_timeout=PEEK_TIMEOUT_SECONDS,
+                                           socket_connect_timeout=PEEK_TIMEOUT_SECONDS)
+                      if broker_url.startswith(("redis://", "rediss://")) else None)
 
-    def dispatch(self, notification_id: str, attempt: int) -> None:
+    def dispatch(self, notification_id: str, attempt: int, dispatched_at: datetime | None = None) -> None:
         # retries=attempt-1 keeps Celery's own retry counter equal to ours, so the task's
         # max_retries and what Flower shows agree with the row. argsrepr is what Celery's saferepr
         # would write for these two plain values, without its cost.
         args = [notification_id, attempt]
+        headers = {DISPATCHED_AT_HEADER: dispatched_at.isoformat()} if dispatched_at is not None else None
         self._app.send_task(
             DELIVER_TASK, args=args, retries=attempt - 1, queue=DELIVERY_QUEUE,
-            argsrepr=repr(args), kwargsrepr="{}", **self._options,
+            argsrepr=repr(args), kwargsrepr="{}", headers=headers, **self._options,
         )
+
+    def oldest_queued_dispatch(self) -> datetime | None:
+        # On Redis a queue is a list that consumers pop from its right end: the oldest message is
+        # there, one LINDEX away. Other brokers offer no such peek; there the sweep uses its grace alone.
+        if self._peek is None:
+            return None
+        raw = self._peek.lindex(DELIVERY_QUEUE, -1)
+        if raw is None:
+            return None
+        stamp = (json.loads(raw).get("headers") or {}).get(DISPATCHED_AT_HEADER)
+        return datetime.fromisoformat(stamp) if stamp else None
 
     def run_requeue_job(self, job_id: str, generation: int) -> None:
         self._app.send_task(BULK_REQUEUE_TASK, args=[job_id, generation])
 
 
-def dispatch_quietly(dispatcher: Dispatcher, notification_id: str, attempt: int) -> bool:
+def dispatch_quietly(dispatcher: Dispatcher, notification_id: str, attempt: int,
+                     dispatched_at: datetime | None = None) -> bool:
     """Publish, and on a broker error log it and return False: the row is already committed as
     pending, so the sweep delivers it later. Nothing is lost, only delayed."""
     try:
-        dispatcher.dispatch(notification_id, attempt)
+        dispatcher.dispatch(notification_id, attempt, dispatched_at)
     except Exception as exc:  # classified: any publish failure means "the sweep will do it"
         log.warning(
             "publish of %s attempt %d failed (%s: %s); the sweep will re-dispatch it",

@@ -12,11 +12,14 @@ from certctl_notify.model import Status, events
 from certctl_notify.store.transitions import no_live_lease
 
 
-def due_for_redispatch(session: Connection, *, now: datetime, grace_seconds: float, limit: int) -> Sequence[Row]:
+def due_for_redispatch(session: Connection, *, now: datetime, grace_seconds: float, limit: int,
+                       queued_since: datetime | None = None) -> Sequence[Row]:
     """Rows the broker should have delivered by now, oldest due first.
 
     - failed rows whose retry is overdue by more than the grace (the broker lost the retry message);
-    - pending rows published more than the grace ago and never claimed (lost intake or requeue);
+    - pending rows published more than the grace ago and never claimed (lost intake or requeue) —
+      with ``queued_since`` (the stamp of the oldest delivery message still queued), only those
+      dispatched before it: the others' messages may still wait in the backlog;
     - either kind whose claim lease has expired (a worker died mid-attempt).
 
     Each branch walks its own partial index, so the cost follows the due rows, not the table.
@@ -30,10 +33,13 @@ def due_for_redispatch(session: Connection, *, now: datetime, grace_seconds: flo
         or_(events.c.dispatched_at.is_(None), events.c.dispatched_at <= cutoff),
         no_live_lease(),
     )
+    lost = () if queued_since is None else (
+        or_(events.c.lease_expires_at.is_not(None), events.c.dispatched_at < queued_since),)
     stale = select(*columns, events.c.dispatched_at.label("due_at")).where(
         events.c.status == Status.PENDING.value,
         events.c.dispatched_at <= cutoff,
         no_live_lease(),
+        *lost,
     )
     both = union_all(overdue, stale).subquery()
     return session.execute(select(both).order_by(both.c.due_at, both.c.id).limit(limit)).all()

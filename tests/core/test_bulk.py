@@ -23,11 +23,14 @@ class Recorded:
         self.deliveries: list[str] = []
         self.chunks: list[tuple] = []
 
-    def dispatch(self, notification_id: str, attempt: int) -> None:
+    def dispatch(self, notification_id: str, attempt: int, dispatched_at=None) -> None:
         self.deliveries.append(notification_id)
 
     def run_requeue_job(self, *args) -> None:
         self.chunks.append(args)
+
+    def oldest_queued_dispatch(self):
+        return None  # an empty queue
 
 
 def add_dead(sessions, count: int) -> None:

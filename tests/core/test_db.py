@@ -23,7 +23,7 @@ ALERT = {"type": "Revocation", "channel": "Webhook", "message": "certificate rev
 class NoBroker:
     """Intake without publishing: these tests run the delivery steps themselves."""
 
-    def dispatch(self, notification_id: str, attempt: int) -> None:
+    def dispatch(self, notification_id: str, attempt: int, dispatched_at=None) -> None:
         """Publish nothing (the rows stay pending for the test to deliver)."""
 
 
@@ -98,7 +98,7 @@ class Recorded:
     def __init__(self):
         self.published: list[tuple[str, int]] = []
 
-    def dispatch(self, notification_id: str, attempt: int) -> None:
+    def dispatch(self, notification_id: str, attempt: int, dispatched_at=None) -> None:
         self.published.append((notification_id, attempt))
 
 

@@ -15,7 +15,7 @@ class Recorded:
     def __init__(self):
         self.published: list[tuple[str, int]] = []
 
-    def dispatch(self, notification_id: str, attempt: int) -> None:
+    def dispatch(self, notification_id: str, attempt: int, dispatched_at=None) -> None:
         self.published.append((notification_id, attempt))
 
 

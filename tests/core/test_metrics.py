@@ -59,8 +59,11 @@ def test_sweep_counts_what_it_redispatched_by_reason(sessions):
     metrics = Metrics()
 
     class Accepting:
-        def dispatch(self, notification_id, attempt):
-            pass
+        def dispatch(self, notification_id, attempt, dispatched_at=None):
+            """Accept every publish."""
+
+        def oldest_queued_dispatch(self):
+            return None  # an empty queue
 
     # When the sweep runs
     sweep_once(sessions, Accepting(), SweepSettings(120, 120, 1000), now=lambda: NOW, metrics=metrics)

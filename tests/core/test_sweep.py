@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from certctl_notify import store
+from certctl_notify.model import events
 from certctl_notify.publish import DELIVERY_QUEUE, CeleryDispatcher, make_producer
 from certctl_notify.settings import SweepSettings
 from certctl_notify.sweep import sweep_once
@@ -113,3 +114,36 @@ def test_a_broker_outage_during_the_sweep_loses_nothing(sessions, make_env):
     assert report.publish_failures == 1 and report.total == 0
     with sessions.begin() as s:
         assert store.get(s, nid).status == "pending"
+
+
+def test_a_backlog_of_queued_deliveries_is_left_alone_and_lost_ones_are_recovered(sessions, dispatcher, broker_url):
+    # Given 5,000 pending rows dispatched 10 minutes ago (older than the grace), oldest first, whose
+    # delivery messages all still wait in the queue: no worker has caught up with the backlog
+    start = NOW - timedelta(minutes=10)
+    rows = [{"id": f"notif_backlog_{i:05d}", "type": "RenewalFailure", "channel": "Webhook", "recipient": "",
+             "message": "m", "status": "pending", "retry_count": 0, "created_at": start, "updated_at": start,
+             "dispatched_at": start + timedelta(milliseconds=i)} for i in range(5000)]
+    with sessions.begin() as s:
+        s.execute(events.insert(), rows)
+    for row in rows:
+        dispatcher.dispatch(row["id"], 1, row["dispatched_at"])
+    queue = redis.Redis.from_url(broker_url)
+    # When the sweep runs, Then it re-publishes none of them: they are queued, not lost
+    report = sweep_once(sessions, dispatcher, SETTINGS, now=lambda: NOW)
+    assert report.total == 0 and report.queued_since == rows[0]["dispatched_at"]
+    assert queue.llen(DELIVERY_QUEUE) == 5000
+    # When the oldest message is deleted from the queue by hand, Then the next tick recovers exactly it
+    queue.rpop(DELIVERY_QUEUE)
+    report = sweep_once(sessions, dispatcher, SETTINGS, now=lambda: NOW + timedelta(seconds=1))
+    assert report.redispatched == {"stale_pending": 1}
+    assert published(broker_url)[-1] == (rows[0]["id"], 1)
+    # When one in the middle is lost too, and a worker then works through the backlog (every other
+    # row delivered), Then the sweep after the backlog has cleared recovers the lost one, and only it
+    queue.lrem(DELIVERY_QUEUE, 1, next(m for m in queue.lrange(DELIVERY_QUEUE, 0, -1) if b"notif_backlog_02500" in m))
+    assert sweep_once(sessions, dispatcher, SETTINGS, now=lambda: NOW + timedelta(seconds=2)).total == 0
+    queue.delete(DELIVERY_QUEUE)
+    with sessions.begin() as s:
+        s.execute(events.update().where(events.c.id != rows[2500]["id"]).values(status="sent"))
+    report = sweep_once(sessions, dispatcher, SETTINGS, now=lambda: NOW + timedelta(seconds=3))
+    assert report.redispatched == {"stale_pending": 1} and report.queued_since is None
+    assert published(broker_url) == [(rows[2500]["id"], 1)]
