@@ -10,7 +10,7 @@ import functools
 from sqlalchemy import Connection, Row, bindparam, func, select
 
 from certctl_notify.model import Status, audit_log, events
-from certctl_notify.store import dialect
+from certctl_notify.store.dialect import insert_ignoring_conflicts, one_statement
 
 #: The columns intake writes (`certctl_notify.alerts.Alert.rows`).
 INTAKE_COLUMNS = ("id", "type", "certificate_id", "channel", "recipient", "subject", "message", "severity", "status",
@@ -20,7 +20,7 @@ INTAKE_COLUMNS = ("id", "type", "certificate_id", "channel", "recipient", "subje
 @functools.cache  # built once per dialect: intake runs it for every alert (see store/transitions.py)
 def _insert(dialect_name: str):
     """INSERT … ON CONFLICT (dedupe_key, channel) DO NOTHING RETURNING *; no row back = the key existed."""
-    return dialect.insert_ignoring_conflicts(dialect_name, events, "dedupe_key", "channel").returning(*events.c)
+    return insert_ignoring_conflicts(dialect_name, events, "dedupe_key", "channel").returning(*events.c)
 
 
 def insert_notification(session: Connection, row: dict) -> Row | None:
@@ -32,7 +32,7 @@ def insert_notification(session: Connection, row: dict) -> Row | None:
 def _insert_with_audit(dialect_name: str):
     """The new row and its audit entry in one statement (no audit entry when the key existed)."""
     inserted = (
-        dialect.insert_ignoring_conflicts(dialect_name, events, "dedupe_key", "channel")
+        insert_ignoring_conflicts(dialect_name, events, "dedupe_key", "channel")
         .values({c: bindparam(f"v_{c}", type_=events.c[c].type) for c in INTAKE_COLUMNS})
         .returning(*events.c)
         .cte("inserted")
@@ -54,7 +54,7 @@ def _insert_with_audit(dialect_name: str):
 def insert_notification_audited(session: Connection, row: dict, audit: dict) -> Row | None:
     """`insert_notification` plus its audit entry (``at, actor, action, detail, request_id``), in one
     statement where the database allows; None when the dedupe key existed (and nothing was audited)."""
-    if not dialect.one_statement(session):
+    if not one_statement(session):
         inserted = insert_notification(session, row)
         if inserted is not None:
             session.execute(audit_log.insert(), {**audit, "target": inserted.id})

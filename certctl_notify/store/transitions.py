@@ -20,8 +20,8 @@ from datetime import datetime
 from sqlalchemy import Connection, Row, Update, bindparam, or_, select, update
 
 from certctl_notify.model import TRANSITIONS, Outcome, Status, attempts, events
-from certctl_notify.store import dialect
 from certctl_notify.store.attempts import cap, finish_attempt, finish_statement, open_attempt
+from certctl_notify.store.dialect import db_now, db_now_plus, one_statement
 
 _UNDELIVERED = (Status.PENDING.value, Status.FAILED.value)
 #: What every delivery outcome clears: the claim that allowed it.
@@ -37,7 +37,7 @@ def guarded(name: str, *where) -> Update:
 
 def no_live_lease():
     """No attempt holds the row: no lease, or one that ran out by the database's clock."""
-    return or_(events.c.lease_expires_at.is_(None), events.c.lease_expires_at < dialect.db_now())
+    return or_(events.c.lease_expires_at.is_(None), events.c.lease_expires_at < db_now())
 
 
 def _leased(name: str) -> Update:
@@ -59,7 +59,7 @@ def _claim_update() -> Update:
             events.c.retry_count == bindparam("b_failures"),
             no_live_lease(),
         )
-        .values(lease_owner=bindparam("b_token"), lease_expires_at=dialect.db_now_plus("b_lease_seconds"),
+        .values(lease_owner=bindparam("b_token"), lease_expires_at=db_now_plus("b_lease_seconds"),
                 updated_at=bindparam("b_now"))
         .returning(*events.c)
     )
@@ -104,7 +104,7 @@ def claim(session: Connection, notification_id: str, *, attempt: int, token: str
     """
     params = {"b_id": notification_id, "b_failures": attempt - 1, "b_now": now, "b_token": token,
               "b_lease_seconds": lease_seconds, "b_attempt": attempt, "b_worker": worker, "b_task_id": task_id}
-    if dialect.one_statement(session):
+    if one_statement(session):
         return session.execute(_claim_and_open(), params).first()
     row = session.execute(_claim_update(), params).first()
     if row is None:
@@ -142,7 +142,7 @@ def record_sent(session: Connection, notification_id: str, *, token: str, now: d
         (the sent row, or None when the claim was lost; the attempt's duration in seconds)
     """
     seconds = max(0.0, (now - started_at).total_seconds())
-    if not dialect.one_statement(session):
+    if not one_statement(session):
         finish_attempt(session, notification_id, attempt=0, task_id=None, now=now, outcome=Outcome.SENT,
                        status_code=status_code, attempt_id=attempt_id, started_at=started_at)
         return mark_sent(session, notification_id, token=token, now=now), seconds
