@@ -53,8 +53,9 @@ def test_a_stalled_looking_job_resumed_by_the_sweep_has_one_owner(sessions):
     delayed, resumed = dispatcher.chunks
     # And then both chunk messages run at once, each as a worker would (chunk after chunk)
     def run(args):
-        while bulk.run_chunk(sessions, dispatcher, *args, chunk_seconds=0.2):
-            pass
+        more = True
+        while more:
+            more = bulk.run_chunk(sessions, dispatcher, *args, chunk_seconds=0.2)
     threads = [threading.Thread(target=run, args=(args,)) for args in (delayed, resumed)]
     for thread in threads:
         thread.start()
