@@ -117,8 +117,9 @@ class Delivery:
         return done is not None
 
     def record_retry(self, row: Row, attempt: Attempt, exc: TransientError) -> float | None:
-        """Write the failure and its next step in one transaction; returns the countdown in seconds,
-        or None when the claim was lost (the execution that owns the row now schedules the retry)."""
+        """Write the failure and its next step in one transaction; returns the wait in seconds, or None
+        when the claim was lost (the execution that owns the row now schedules the retry). A wait the
+        policy does not hold (`RetryPolicy.held`) is left in the row for the release of due retries."""
         delay = self.policy.delay_for(attempt.number, exc.retry_after)
         moment = self.now()
 
@@ -130,7 +131,8 @@ class Delivery:
                     attempt_id=row.attempt_id, started_at=row.updated_at)
                 return seconds, store.mark_failed(
                     session, attempt.notification_id, token=attempt.token, failures=attempt.number,
-                    next_retry_at=moment + timedelta(seconds=delay), error=str(exc), now=moment)
+                    next_retry_at=moment + timedelta(seconds=delay), error=str(exc), now=moment,
+                    held=self.policy.held(delay))
 
         seconds, done = self._keep_recording(record, attempt, "record retry")
         self.metrics.attempt(done, Outcome.RETRY, seconds)

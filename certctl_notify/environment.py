@@ -190,9 +190,13 @@ def _retry(r: _Reader) -> RetrySettings:
         cap_seconds=r.duration("CERTCTL_NOTIFICATION_RETRY_CAP", RetrySettings.cap_seconds),
         max_attempts=r.integer("CERTCTL_NOTIFICATION_MAX_ATTEMPTS", RetrySettings.max_attempts, minimum=1),
         jitter=r.boolean("CERTCTL_NOTIFICATION_RETRY_JITTER", RetrySettings.jitter),
+        hold_max_seconds=r.duration("CERTCTL_RETRY_HOLD_MAX", RetrySettings.hold_max_seconds),
+        release_interval_seconds=r.duration("CERTCTL_RETRY_RELEASE_INTERVAL", RetrySettings.release_interval_seconds),
     )
     if retry.base_seconds <= 0 or retry.cap_seconds < retry.base_seconds:
         raise ConfigError("CERTCTL_NOTIFICATION_RETRY_CAP must be at least CERTCTL_NOTIFICATION_RETRY_BASE (> 0)")
+    if retry.release_interval_seconds <= 0:
+        raise ConfigError("CERTCTL_RETRY_RELEASE_INTERVAL must be greater than zero")
     return retry
 
 

@@ -23,6 +23,8 @@ DELIVER_TASK = "certctl_notify.deliver"
 ENQUEUE_TASK = "certctl_notify.enqueue"
 #: Name of the periodic sweep task.
 SWEEP_TASK = "certctl_notify.sweep"
+#: Name of the periodic task that publishes the due retries waiting in PostgreSQL.
+RELEASE_TASK = "certctl_notify.release_retries"
 #: Name of the task that works through a bulk requeue job in rate-limited chunks.
 BULK_REQUEUE_TASK = "certctl_notify.bulk_requeue"
 #: Queue the delivery tasks travel on (prefetch 1, late acks).

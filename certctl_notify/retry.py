@@ -16,10 +16,17 @@ class RetryPolicy:
     cap_seconds: float
     max_attempts: int
     jitter: bool = False
+    hold_max_seconds: float = 0.0  #: longest wait a worker holds as a countdown (see `held`)
 
     @classmethod
     def from_settings(cls, settings: RetrySettings) -> RetryPolicy:
-        return cls(settings.base_seconds, settings.cap_seconds, settings.max_attempts, settings.jitter)
+        return cls(settings.base_seconds, settings.cap_seconds, settings.max_attempts, settings.jitter,
+                   settings.hold_max_seconds)
+
+    def held(self, delay: float) -> bool:
+        """True when a wait of ``delay`` seconds is held by the worker as a countdown message; a longer
+        wait is kept in PostgreSQL and released when due, so no worker holds an outage's retries."""
+        return delay <= self.hold_max_seconds
 
     def exhausted(self, failures: int) -> bool:
         """True when ``failures`` failed attempts have used the whole budget."""

@@ -16,6 +16,11 @@ DEFAULT_RETRY_BASE_SECONDS = 60.0
 DEFAULT_RETRY_CAP_SECONDS = 3600.0
 #: Default number of delivery attempts in all (first send + 4 retries).
 DEFAULT_MAX_ATTEMPTS = 5
+#: Longest retry wait a worker holds as a countdown message by default, in seconds; longer waits
+#: wait in PostgreSQL and are released when due (so a worker never holds an outage's retries).
+DEFAULT_RETRY_HOLD_MAX_SECONDS = 5.0
+#: How often due retries waiting in PostgreSQL are released by default, in seconds.
+DEFAULT_RETRY_RELEASE_INTERVAL_SECONDS = 5.0
 #: Default period of the sweep that re-dispatches lost or overdue work, in seconds.
 DEFAULT_SWEEP_INTERVAL_SECONDS = 120.0
 #: Rows the sweep re-dispatches per tick at most.
@@ -39,6 +44,10 @@ class RetrySettings:
     cap_seconds: float = DEFAULT_RETRY_CAP_SECONDS  #: longest single wait, Retry-After included
     max_attempts: int = DEFAULT_MAX_ATTEMPTS  #: attempts in all before a row goes dead
     jitter: bool = False  #: spread waits randomly within [wait/2, wait]
+    #: longest wait held by a worker as a countdown; longer ones wait in PostgreSQL until released
+    hold_max_seconds: float = DEFAULT_RETRY_HOLD_MAX_SECONDS
+    #: how often beat releases the retries waiting in PostgreSQL that are due
+    release_interval_seconds: float = DEFAULT_RETRY_RELEASE_INTERVAL_SECONDS
 
 
 @dataclass(frozen=True)

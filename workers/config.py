@@ -5,17 +5,32 @@ from __future__ import annotations
 from kombu import Queue
 
 from certctl_notify.errors import ConfigError
-from certctl_notify.publish import DELIVER_TASK, DELIVERY_QUEUE, SWEEP_TASK, is_redis
+from certctl_notify.publish import DELIVER_TASK, DELIVERY_QUEUE, RELEASE_TASK, SWEEP_TASK, is_redis
 from certctl_notify.settings import Settings
 
-#: Seconds added to (longest countdown + time limit) for the derived Redis visibility timeout.
-VISIBILITY_MARGIN_SECONDS = 600
+#: Seconds added to (longest held countdown + time limit) for the derived Redis visibility timeout.
+VISIBILITY_MARGIN_SECONDS = 30
+#: How often a worker gives back messages held past the visibility timeout by a worker that died, in seconds.
+RESTORE_INTERVAL_SECONDS = 10
+
+
+def longest_hold(settings: Settings) -> float:
+    """The longest a worker holds one message unacknowledged: a held retry's countdown (longer waits
+    wait in PostgreSQL) plus the attempt's time limit."""
+    return min(settings.retry.cap_seconds, settings.retry.hold_max_seconds) + settings.worker.task_time_limit_seconds
 
 
 def visibility_timeout(settings: Settings) -> float:
-    return settings.worker.visibility_timeout_seconds or (
-        settings.retry.cap_seconds + settings.worker.task_time_limit_seconds + VISIBILITY_MARGIN_SECONDS
-    )
+    """Redis gives an unacknowledged message back after this long: a dead worker's messages (an alert's
+    intake included) return this soon, so it is kept just past `longest_hold`."""
+    return settings.worker.visibility_timeout_seconds or longest_hold(settings) + VISIBILITY_MARGIN_SECONDS
+
+
+def redis_transport_options(settings: Settings) -> dict:
+    """kombu's Redis options: the visibility timeout, and a look for messages past it every
+    `RESTORE_INTERVAL_SECONDS` (kombu's default looks only every tenth interval, 100 s)."""
+    return {"visibility_timeout": visibility_timeout(settings), "unacked_restore_interval": RESTORE_INTERVAL_SECONDS,
+            "unacked_restore_throttle": 1}
 
 
 def soft_time_limit(settings: Settings) -> float:
@@ -41,12 +56,10 @@ def celery_config(settings: Settings) -> dict:
     return {
         "broker_url": settings.broker_url,
         "broker_connection_retry_on_startup": True,
-        # Redis redelivers an unacked message after this long; a held ETA retry (up to the cap)
-        # plus its run time must fit inside it, or the retry would be delivered twice. (The
-        # embedded SQLAlchemy transport takes no such option: it passes them to create_engine.)
-        "broker_transport_options": (
-            {"visibility_timeout": visibility_timeout(settings)} if is_redis(settings.broker_url) else {}
-        ),
+        # Redis gives an unacked message back after the visibility timeout; a held ETA retry (up to
+        # CERTCTL_RETRY_HOLD_MAX) plus its run time must fit inside it, or the retry would run early.
+        # (The embedded SQLAlchemy transport takes no such option: it passes them to create_engine.)
+        "broker_transport_options": redis_transport_options(settings) if is_redis(settings.broker_url) else {},
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
@@ -72,7 +85,12 @@ def celery_config(settings: Settings) -> dict:
                 "schedule": settings.sweep.interval_seconds,
                 # A tick nobody ran in time is useless: the next one covers it.
                 "options": {"expires": settings.sweep.interval_seconds},
-            }
+            },
+            "certctl-release-retries": {
+                "task": RELEASE_TASK,
+                "schedule": settings.retry.release_interval_seconds,
+                "options": {"expires": settings.retry.release_interval_seconds},
+            },
         },
         "beat_schedule_filename": str(settings.data_dir / "celerybeat-schedule"),
     }
@@ -92,11 +110,12 @@ def validate_celery(conf, settings: Settings) -> None:
                               "without it a crashed or duplicated delivery can be lost or sent twice")
     if is_redis(str(conf.get("broker_url", ""))):
         vt = (conf.get("broker_transport_options") or {}).get("visibility_timeout", 3600)
-        needed = settings.retry.cap_seconds + settings.worker.task_time_limit_seconds
+        needed = longest_hold(settings)
         if vt <= needed:
             raise ConfigError(
-                f"CERTCTL_BROKER_VISIBILITY_TIMEOUT ({vt:g}s) must be longer than the retry cap plus the task "
-                f"time limit ({needed:g}s), or Redis redelivers held retries and they are sent twice"
+                f"CERTCTL_BROKER_VISIBILITY_TIMEOUT ({vt:g}s) must be longer than the longest retry a worker "
+                f"holds (CERTCTL_RETRY_HOLD_MAX, at most the retry cap) plus the task time limit ({needed:g}s), "
+                "or Redis redelivers held retries early"
             )
     if settings.worker.lease_seconds <= settings.worker.task_time_limit_seconds:
         raise ConfigError("CERTCTL_CLAIM_LEASE must be longer than CERTCTL_TASK_TIME_LIMIT")

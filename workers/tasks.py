@@ -1,4 +1,5 @@
-"""The Celery tasks: deliver (one attempt, retried by Celery), enqueue (intake), bulk_requeue, sweep (beat)."""
+"""The Celery tasks: deliver (one attempt, retried by Celery), enqueue (intake), bulk_requeue, and the two
+that beat runs: release_retries (due retries waiting in PostgreSQL) and sweep (lost work)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,15 @@ from certctl_notify.db import UNAVAILABLE
 from certctl_notify.delivery import Attempt
 from certctl_notify.errors import DeliveryError, TransientError, ValidationError
 from certctl_notify.intake import enqueue_alert
-from certctl_notify.publish import BULK_REQUEUE_TASK, DELIVER_TASK, ENQUEUE_TASK, SWEEP_TASK, CeleryDispatcher
+from certctl_notify.publish import (
+    BULK_REQUEUE_TASK,
+    DELIVER_TASK,
+    ENQUEUE_TASK,
+    RELEASE_TASK,
+    SWEEP_TASK,
+    CeleryDispatcher,
+)
+from certctl_notify.release import release_due_retries
 from certctl_notify.sweep import sweep_once
 from workers.runtime import Runtime
 
@@ -72,6 +81,8 @@ def register_tasks(app: Celery, runtime: Runtime) -> None:
             delay = delivery.record_retry(row, current, exc)
             if delay is None:
                 return "superseded"
+            if not policy.held(delay):
+                return "waiting"  # in PostgreSQL: the release of due retries publishes it when due
             # Celery's autoretry_for would cast a sub-second base to 1 s and cannot honour
             # Retry-After, so the countdown comes from our RetryPolicy; the retry machinery is Celery's.
             raise self.retry(args=[notification_id, current.number + 1], kwargs={}, countdown=delay, exc=exc)
@@ -109,3 +120,9 @@ def register_tasks(app: Celery, runtime: Runtime) -> None:
     def sweep() -> int:
         """One sweep tick (beat runs it every CERTCTL_NOTIFICATION_RETRY_INTERVAL)."""
         return sweep_once(runtime.sessions, dispatcher, runtime.settings.sweep, metrics=runtime.metrics).total
+
+    @app.task(name=RELEASE_TASK)
+    def release_retries() -> int:
+        """Publish the retries waiting in PostgreSQL that are due (beat runs it every
+        CERTCTL_RETRY_RELEASE_INTERVAL)."""
+        return release_due_retries(runtime.sessions, dispatcher)

@@ -45,6 +45,28 @@ def due_for_redispatch(session: Connection, *, now: datetime, grace_seconds: flo
     return session.execute(select(both).order_by(both.c.due_at, both.c.id).limit(limit)).all()
 
 
+def release_due_retries(session: Connection, *, now: datetime, limit: int) -> Sequence[Row]:
+    """Take up to ``limit`` failed rows whose retry waits here and is due, oldest due first, and stamp
+    them as published now: (id, retry_count, dispatched_at) to publish after the commit.
+
+    A retry waits here when ``dispatched_at`` is before ``next_retry_at`` (`transitions.mark_failed`
+    with ``held=False``); the stamp ends that, so each is released once. Rows another releaser has
+    locked are skipped. The partial index on ``next_retry_at`` of failed rows keeps it O(due rows).
+    """
+    due = (
+        select(events.c.id)
+        .where(events.c.status == Status.FAILED.value, events.c.next_retry_at.is_not(None),
+               events.c.next_retry_at <= now, events.c.dispatched_at < events.c.next_retry_at, no_live_lease())
+        .order_by(events.c.next_retry_at, events.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return session.execute(
+        update(events).where(events.c.id.in_(due.scalar_subquery())).values(dispatched_at=now)
+        .returning(events.c.id, events.c.retry_count, events.c.dispatched_at)
+    ).all()
+
+
 def mark_dispatched(session: Connection, ids: Iterable[str], *, now: datetime) -> None:
     """Record that a delivery task was just published for these still-undelivered rows."""
     ids = list(ids)

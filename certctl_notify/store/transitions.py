@@ -158,7 +158,8 @@ def record_sent(session: Connection, notification_id: str, *, token: str, now: d
 def _failed() -> Update:
     return _leased("deliver_retry").values(
         retry_count=bindparam("b_failures"), next_retry_at=bindparam("b_next_retry_at"),
-        last_error=bindparam("b_error"), dispatched_at=bindparam("b_now"), updated_at=bindparam("b_now"), **_RELEASED)
+        last_error=bindparam("b_error"), dispatched_at=bindparam("b_dispatched_at"), updated_at=bindparam("b_now"),
+        **_RELEASED)
 
 
 @functools.cache
@@ -169,10 +170,16 @@ def _dead() -> Update:
 
 
 def mark_failed(session: Connection, notification_id: str, *, token: str, failures: int, next_retry_at: datetime,
-                error: str, now: datetime) -> Row | None:
-    """A transient failure with budget left: count, error and next step written together."""
-    return session.execute(_failed(), {"b_id": notification_id, "b_token": token, "b_failures": failures,
-                                       "b_next_retry_at": next_retry_at, "b_error": cap(error), "b_now": now}).first()
+                error: str, now: datetime, held: bool = True) -> Row | None:
+    """A transient failure with budget left: count, error and next step written together.
+
+    ``held``: the worker holds the retry as a countdown message, published for ``next_retry_at``
+    (``dispatched_at`` says so); otherwise the retry waits here, ``dispatched_at`` before
+    ``next_retry_at``, until `store.redispatch.release_due_retries` publishes it.
+    """
+    return session.execute(_failed(), {
+        "b_id": notification_id, "b_token": token, "b_failures": failures, "b_next_retry_at": next_retry_at,
+        "b_error": cap(error), "b_now": now, "b_dispatched_at": next_retry_at if held else now}).first()
 
 
 def mark_dead(session: Connection, notification_id: str, *, token: str, failures: int, error: str,

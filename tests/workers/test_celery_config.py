@@ -25,9 +25,15 @@ def test_worker_settings_are_the_safe_ones(make_env):
     assert conf.task_routes["certctl_notify.deliver"]["queue"] == "certctl.deliver"
 
 
-def test_production_defaults_give_a_visibility_timeout_past_the_hour_cap():
+def test_production_defaults_give_back_a_dead_workers_messages_within_minutes_not_past_the_hour_cap():
+    # Waits past CERTCTL_RETRY_HOLD_MAX (5 s) wait in PostgreSQL, so no message is held for the 1 h cap:
+    # the visibility timeout only has to outlast a held 5 s countdown plus the 2 min time limit
     conf = make_celery(load_settings({"CERTCTL_BROKER_URL": "redis://127.0.0.1:6379/9"})).conf
-    assert conf.broker_transport_options["visibility_timeout"] > 3600 + 120
+    assert 5 + 120 < conf.broker_transport_options["visibility_timeout"] <= 3 * 60
+    # and a worker looks for a dead worker's messages every 10 s (kombu's default: every 100 s)
+    options = conf.broker_transport_options
+    assert (options["unacked_restore_interval"], options["unacked_restore_throttle"]) == (10, 1)
+    assert conf.beat_schedule["certctl-release-retries"]["schedule"] == 5
 
 
 @pytest.mark.parametrize("name, value", [("task_acks_late", False), ("task_reject_on_worker_lost", False),
@@ -43,12 +49,13 @@ def test_a_wrong_celery_setting_is_refused_by_name(make_env, name, value):
 
 def test_too_short_visibility_timeout_is_refused(make_env):
     with pytest.raises(ConfigError, match="CERTCTL_BROKER_VISIBILITY_TIMEOUT"):
-        make_celery(load_settings(make_env(CERTCTL_NOTIFICATION_RETRY_CAP="1h",
+        make_celery(load_settings(make_env(CERTCTL_NOTIFICATION_RETRY_CAP="1h", CERTCTL_RETRY_HOLD_MAX="1h",
                                            CERTCTL_BROKER_VISIBILITY_TIMEOUT="30m")))
 
 
 def test_the_worker_process_exits_with_the_reason(make_env):
-    env = make_env(CERTCTL_NOTIFICATION_RETRY_CAP="1h", CERTCTL_BROKER_VISIBILITY_TIMEOUT="30m")
+    env = make_env(CERTCTL_NOTIFICATION_RETRY_CAP="1h", CERTCTL_RETRY_HOLD_MAX="1h",
+                   CERTCTL_BROKER_VISIBILITY_TIMEOUT="30m")
     result = subprocess.run([sys.executable, "-m", "celery", "-A", "workers.app", "worker"], env=env,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode != 0

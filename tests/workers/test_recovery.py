@@ -10,11 +10,13 @@ import redis
 from sqlalchemy import make_url
 
 from certctl_notify import intake, store
+from certctl_notify.environment import load_settings
 from certctl_notify.publish import CeleryDispatcher
 from tests.conftest import lose_every_message, wait_for
 from tests.support.receiver import Answer
 from tests.support.rows import row_of
 from tests.support.tcp_proxy import TcpProxy
+from workers.config import visibility_timeout
 
 
 def alert(key: str) -> dict:
@@ -359,3 +361,28 @@ def test_malformed_enqueue_message_is_refused_with_a_reason_and_the_worker_keeps
     [ok] = intake.enqueue_alert(sessions, CeleryDispatcher(producer), alert("c-after-bad"))
     wait_for(lambda: row_of(sessions, ok.row.id).status == "sent", message="delivery after a bad message")
     assert worker.proc.poll() is None
+
+
+def test_an_intake_held_by_a_killed_worker_is_stored_within_the_default_visibility_timeout(
+    sessions, receiver, make_env, start_worker, producer, database_proxy
+):
+    # Given a worker holding an alert's intake message that it cannot store yet (its database is cut off)
+    proxy, proxied_url = database_proxy
+    worker = start_worker(make_env(CERTCTL_DATABASE_URL=proxied_url))
+    proxy.cut()
+    producer.send_task("certctl_notify.enqueue", kwargs=alert("c-held-intake"))
+    wait_for(lambda: "Retry in" in worker.log(), message="the worker holding the intake")
+    # When that worker is killed (nothing it holds is given back to the broker) and another one runs,
+    # with the visibility timeout left at its default (held wait + time limit + 30 s: 36 s here)
+    worker.kill()
+    killed = time.monotonic()
+    timeout = visibility_timeout(load_settings(make_env()))
+    start_worker(make_env())
+    # Then the alert is stored and delivered once, within that timeout and kombu's 10 s restore tick
+    wait_for(lambda: receiver.for_key("c-held-intake"), timeout=timeout + 30, interval=0.5,
+             message="the held intake to come back")
+    assert time.monotonic() - killed <= timeout + 20
+    time.sleep(0.5)  # give a wrongly duplicated row or delivery time to show up
+    assert len(receiver.for_key("c-held-intake")) == 1
+    with sessions.begin() as s:
+        assert sum(store.count_by_status(s).values()) == 1
