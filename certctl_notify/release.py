@@ -31,7 +31,7 @@ def release_due_retries(sessions: Transactions, dispatcher: Dispatcher, *, now: 
     while True:
         moment = now()
         with sessions.begin() as session:
-            rows = store.release_due_retries(session, now=moment, limit=batch)
+            rows = store.take_due_retries(session, now=moment, limit=batch)
         for row in rows:
             dispatch_quietly(dispatcher, row.id, row.retry_count + 1, row.dispatched_at)
         released += len(rows)

@@ -32,7 +32,7 @@ from certctl_notify.store.notifications import (
     insert_notification,
     insert_notification_audited,
 )
-from certctl_notify.store.redispatch import due_for_redispatch, mark_dispatched, release_due_retries
+from certctl_notify.store.redispatch import due_for_redispatch, mark_dispatched, take_due_retries
 from certctl_notify.store.transitions import (
     claim,
     mark_dead,
@@ -49,6 +49,6 @@ __all__ = [
     "count_matching", "due_for_redispatch", "finish_attempt", "finish_job", "get", "get_by_dedupe_key", "get_job",
     "insert_job", "insert_notification", "insert_notification_audited", "job_batch_ids", "list_attempts",
     "list_audit", "list_notifications", "mark_dead", "mark_dispatched", "mark_failed", "mark_read", "mark_sent",
-    "record_sent", "release_due_retries", "requeue", "requeue_many", "running_job", "summary",
+    "record_sent", "requeue", "requeue_many", "running_job", "summary", "take_due_retries",
     "take_over_stalled_jobs", "try_sweep_lock",
 ]

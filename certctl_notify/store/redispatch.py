@@ -45,7 +45,7 @@ def due_for_redispatch(session: Connection, *, now: datetime, grace_seconds: flo
     return session.execute(select(both).order_by(both.c.due_at, both.c.id).limit(limit)).all()
 
 
-def release_due_retries(session: Connection, *, now: datetime, limit: int) -> Sequence[Row]:
+def take_due_retries(session: Connection, *, now: datetime, limit: int) -> Sequence[Row]:
     """Take up to ``limit`` failed rows whose retry waits here and is due, oldest due first, and stamp
     them as published now: (id, retry_count, dispatched_at) to publish after the commit.
 

@@ -175,7 +175,7 @@ def mark_failed(session: Connection, notification_id: str, *, token: str, failur
 
     ``held``: the worker holds the retry as a countdown message, published for ``next_retry_at``
     (``dispatched_at`` says so); otherwise the retry waits here, ``dispatched_at`` before
-    ``next_retry_at``, until `store.redispatch.release_due_retries` publishes it.
+    ``next_retry_at``, until `certctl_notify.release.release_due_retries` publishes it.
     """
     return session.execute(_failed(), {
         "b_id": notification_id, "b_token": token, "b_failures": failures, "b_next_retry_at": next_retry_at,
