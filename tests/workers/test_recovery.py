@@ -317,16 +317,22 @@ def test_an_enqueue_message_delivered_twice_creates_one_alert(sessions, receiver
     assert len(receiver.for_key("c-redelivered")) == 1
 
 
-def test_an_alert_sent_over_the_broker_while_the_database_is_down_waits_for_it_and_is_delivered_once(
-    sessions, receiver, make_env, start_worker, producer, database_proxy
-):
-    # Given a worker cut off from PostgreSQL
+def intake_during_a_database_outage(key, make_env, start_worker, producer, database_proxy):
+    """A worker cut off from PostgreSQL, holding the intake of alert ``key`` sent over the broker
+    (retrying it until it can be stored); returns (worker, proxy)."""
     proxy, proxied_url = database_proxy
     worker = start_worker(make_env(CERTCTL_DATABASE_URL=proxied_url))
     proxy.cut()
-    # When a service that knows only the broker URL enqueues an alert
-    producer.send_task("certctl_notify.enqueue", kwargs=alert("c-pg-intake"))
+    producer.send_task("certctl_notify.enqueue", kwargs=alert(key))
     wait_for(lambda: "Retry in" in worker.log(), message="the intake meeting the outage")
+    return worker, proxy
+
+
+def test_an_alert_sent_over_the_broker_while_the_database_is_down_waits_for_it_and_is_delivered_once(
+    sessions, receiver, make_env, start_worker, producer, database_proxy
+):
+    # Given a worker cut off from PostgreSQL, When a service that knows only the broker URL enqueues an alert
+    _worker, proxy = intake_during_a_database_outage("c-pg-intake", make_env, start_worker, producer, database_proxy)
     with sessions.begin() as s:
         assert sum(store.count_by_status(s).values()) == 0
     # Then the message is kept for later, not acknowledged as failed: once the database is back the
@@ -367,11 +373,7 @@ def test_an_intake_held_by_a_killed_worker_is_stored_within_the_default_visibili
     sessions, receiver, make_env, start_worker, producer, database_proxy
 ):
     # Given a worker holding an alert's intake message that it cannot store yet (its database is cut off)
-    proxy, proxied_url = database_proxy
-    worker = start_worker(make_env(CERTCTL_DATABASE_URL=proxied_url))
-    proxy.cut()
-    producer.send_task("certctl_notify.enqueue", kwargs=alert("c-held-intake"))
-    wait_for(lambda: "Retry in" in worker.log(), message="the worker holding the intake")
+    worker, _proxy = intake_during_a_database_outage("c-held-intake", make_env, start_worker, producer, database_proxy)
     # When that worker is killed (nothing it holds is given back to the broker) and another one runs,
     # with the visibility timeout left at its default (held wait + time limit + 30 s: 36 s here)
     worker.kill()
