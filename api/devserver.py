@@ -24,7 +24,7 @@ SHUTDOWN_GRACE_SECONDS = 15
 
 def _start_worker(env: dict, settings) -> subprocess.Popen:
     args = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "--beat", "--pool", "prefork",
-            "--concurrency", str(settings.worker.concurrency), "--queues", "celery,certctl.deliver",
+            "--concurrency", str(settings.worker.concurrency), "--queues", "celery,certctl.deliver,certctl.control",
             "--loglevel", "INFO", "--schedule", str(settings.data_dir / "celerybeat-schedule")]
     return subprocess.Popen(args, env=env)
 

@@ -11,7 +11,7 @@ import logging
 import time
 from datetime import UTC, datetime
 
-from certctl_notify.publish import DELIVER_TASK, DELIVERY_QUEUE
+from certctl_notify.publish import DELIVER_TASK, QUEUES
 
 log = logging.getLogger(__name__)
 
@@ -19,8 +19,6 @@ log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_SECONDS = 1.0
 #: Added to the timeout for one socket read (kombu's Redis transport blocks up to 1 s waiting for replies).
 SOCKET_MARGIN_SECONDS = 1.0
-#: Queues whose depth (messages waiting, not yet taken by a worker) the view reports.
-QUEUES = ("celery", DELIVERY_QUEUE)
 
 
 def workers_view(app, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> dict:

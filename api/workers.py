@@ -21,7 +21,8 @@ def workers():
     "workers": [{"name": "celery@worker-1", "online": true, "pid": 7, "uptime_seconds": 3600,
     "pool": {"kind": "prefork", "size": 4}, "processed": 1520, "active": [{"task_id": "…",
     "task": "certctl_notify.deliver", "notification_id": "notif_…", "attempt": 2, "runtime_seconds": 1.4,
-    "worker_pid": 12}], "reserved": 0, "scheduled": 3}], "queues": {"celery": 0, "certctl.deliver": 12}}``.
+    "worker_pid": 12}], "reserved": 0, "scheduled": 3}], "queues": {"celery": 0, "certctl.deliver": 12,
+    "certctl.control": 0}}``.
     With no worker answering, or the broker down, still 200: ``{"status": "unavailable",
     "reason": "no worker answered within 1 s", "workers": [], …}``.
     """

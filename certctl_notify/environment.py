@@ -217,6 +217,9 @@ def _worker(r: _Reader) -> WorkerSettings:
     if lease <= time_limit:
         raise ConfigError("CERTCTL_CLAIM_LEASE must be longer than CERTCTL_TASK_TIME_LIMIT")
     visibility = r.text("CERTCTL_BROKER_VISIBILITY_TIMEOUT")
+    consumer_timeout = r.duration("CERTCTL_INTAKE_CONSUMER_TIMEOUT", WorkerSettings.intake_consumer_timeout_seconds)
+    if consumer_timeout < 1:
+        raise ConfigError("CERTCTL_INTAKE_CONSUMER_TIMEOUT must be at least 1s")
     return WorkerSettings(
         task_time_limit_seconds=time_limit,
         lease_seconds=lease,
@@ -224,6 +227,7 @@ def _worker(r: _Reader) -> WorkerSettings:
             parse_duration(visibility, "CERTCTL_BROKER_VISIBILITY_TIMEOUT") if visibility else None
         ),
         concurrency=r.integer("CERTCTL_WORKER_CONCURRENCY", WorkerSettings.concurrency, minimum=1),
+        intake_consumer_timeout_seconds=consumer_timeout,
     )
 
 

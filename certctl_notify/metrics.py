@@ -29,12 +29,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from certctl_notify import store
 from certctl_notify.errors import ChannelNotConfigured, PermanentError
 from certctl_notify.model import Channel, Outcome, utcnow
-from certctl_notify.publish import DELIVERY_QUEUE
+from certctl_notify.publish import QUEUES
 
 log = logging.getLogger(__name__)
 
-#: Celery queues whose depth is reported (the default queue and the delivery queue).
-QUEUES = ("celery", DELIVERY_QUEUE)
 #: Connect and read timeout of the broker read, in seconds: a slow broker must not stall the scrape.
 BROKER_TIMEOUT_SECONDS = 0.25
 #: Buckets of one attempt's duration, in seconds (the HTTP budget defaults to 15 s, the task limit to 120 s).

@@ -29,6 +29,13 @@ RELEASE_TASK = "certctl_notify.release_retries"
 BULK_REQUEUE_TASK = "certctl_notify.bulk_requeue"
 #: Queue the delivery tasks travel on (prefetch 1, late acks).
 DELIVERY_QUEUE = "certctl.deliver"
+#: Queue alerts arrive on: Celery's default queue, where a bare ``send_task`` publishes. On Redis the
+#: worker's intake relay (`workers.intake_relay`) consumes it, not Celery's consumer.
+INTAKE_QUEUE = "celery"
+#: Queue of our own housekeeping tasks (sweep, release of due retries, bulk requeue chunks).
+CONTROL_QUEUE = "certctl.control"
+#: Every queue a worker consumes, in the order their depths are reported.
+QUEUES = (INTAKE_QUEUE, DELIVERY_QUEUE, CONTROL_QUEUE)
 #: Message header carrying the row's ``dispatched_at`` as written with the publish: the sweep reads
 #: it off the oldest queued delivery to tell rows whose messages wait in a backlog from lost ones.
 DISPATCHED_AT_HEADER = "certctl-dispatched-at"
@@ -86,7 +93,7 @@ class CeleryDispatcher:
         return datetime.fromisoformat(stamp) if stamp else None
 
     def run_requeue_job(self, job_id: str, generation: int) -> None:
-        self._app.send_task(BULK_REQUEUE_TASK, args=[job_id, generation])
+        self._app.send_task(BULK_REQUEUE_TASK, args=[job_id, generation], queue=CONTROL_QUEUE)
 
 
 def dispatch_quietly(dispatcher: Dispatcher, notification_id: str, attempt: int,

@@ -64,6 +64,8 @@ class WorkerSettings:
     lease_seconds: float = DEFAULT_TASK_TIME_LIMIT_SECONDS + LEASE_MARGIN_SECONDS
     visibility_timeout_seconds: float | None = None  #: Redis redelivery timeout; None = derived
     concurrency: int = 2  #: worker processes started by the CLI wrapper
+    #: on Redis, an intake relay not heard of for this long is dead and its fetched alerts are taken back
+    intake_consumer_timeout_seconds: float = 30
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ def worker(beat: bool, celery_args: tuple[str, ...]) -> None:
     """Run a Celery worker on both queues (extra arguments go to ``celery worker``)."""
     settings = settings_or_exit()
     args = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "--pool", "prefork",
-            "--concurrency", str(settings.worker.concurrency), "--queues", "celery,certctl.deliver"]
+            "--concurrency", str(settings.worker.concurrency), "--queues", "celery,certctl.deliver,certctl.control"]
     if beat:
         args += ["--beat", "--schedule", str(settings.data_dir / "celerybeat-schedule")]
     os.execv(sys.executable, args + list(celery_args))

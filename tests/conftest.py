@@ -188,9 +188,15 @@ def start_worker(tmp_path, request):
     """
     started: list[WorkerProcess] = []
 
-    def start(env: dict, *, beat: bool = False, concurrency: int = 2) -> WorkerProcess:
-        worker = WorkerProcess(env, tmp_path / f"worker{len(started)}.log", beat=beat, concurrency=concurrency)
+    def start(env: dict, *, beat: bool = False, concurrency: int = 2, pool: str = "prefork",
+              queues: str | None = None, wait: bool = True) -> WorkerProcess:
+        """``wait=False`` only spawns it (start several side by side, then ``wait_ready`` each)."""
+        worker = WorkerProcess(env, tmp_path / f"worker{len(started)}.log", beat=beat, concurrency=concurrency,
+                               pool=pool, queues=queues)
         started.append(worker)
+        if not wait:
+            worker.spawn()
+            return worker
         return worker.start()
 
     yield start

@@ -5,7 +5,17 @@ from __future__ import annotations
 from kombu import Queue
 
 from certctl_notify.errors import ConfigError
-from certctl_notify.publish import DELIVER_TASK, DELIVERY_QUEUE, RELEASE_TASK, SWEEP_TASK, is_redis
+from certctl_notify.publish import (
+    BULK_REQUEUE_TASK,
+    CONTROL_QUEUE,
+    DELIVER_TASK,
+    DELIVERY_QUEUE,
+    INTAKE_QUEUE,
+    QUEUES,
+    RELEASE_TASK,
+    SWEEP_TASK,
+    is_redis,
+)
 from certctl_notify.settings import Settings
 
 #: Seconds added to (longest held countdown + time limit) for the derived Redis visibility timeout.
@@ -72,9 +82,10 @@ def celery_config(settings: Settings) -> dict:
         "task_serializer": "json",
         "accept_content": ["json"],
         "task_ignore_result": True,
-        "task_default_queue": "celery",
-        "task_queues": (Queue("celery"), Queue(DELIVERY_QUEUE)),
-        "task_routes": {DELIVER_TASK: {"queue": DELIVERY_QUEUE}},
+        "task_default_queue": INTAKE_QUEUE,
+        "task_queues": tuple(Queue(name) for name in QUEUES),
+        "task_routes": {DELIVER_TASK: {"queue": DELIVERY_QUEUE},
+                        **{name: {"queue": CONTROL_QUEUE} for name in (SWEEP_TASK, RELEASE_TASK, BULK_REQUEUE_TASK)}},
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "enable_utc": True,

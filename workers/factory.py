@@ -8,6 +8,7 @@ from celery import Celery
 from certctl_notify.settings import Settings
 from workers import signals
 from workers.config import celery_config, validate_celery
+from workers.intake_relay import IntakeStep
 from workers.runtime import Runtime
 from workers.tasks import register_tasks
 
@@ -23,6 +24,8 @@ def make_celery(settings: Settings) -> Celery:
     validate_celery(app.conf, settings)
     runtime = Runtime(settings)
     register_tasks(app, runtime)
+    # On Redis, the intake queue is consumed by a relay that moves messages instead of popping them.
+    app.steps["worker"].add(IntakeStep)
     signals.install(runtime)
     app.runtime = runtime
     return app

@@ -14,7 +14,7 @@ from werkzeug.serving import make_server
 from api.app import create_app
 from certctl_notify import intake
 from certctl_notify.environment import load_settings
-from certctl_notify.publish import DELIVER_TASK, DELIVERY_QUEUE, CeleryDispatcher
+from certctl_notify.publish import CONTROL_QUEUE, DELIVER_TASK, DELIVERY_QUEUE, CeleryDispatcher
 from cli import main
 from tests.conftest import wait_for
 from tests.support.receiver import Answer, RawPeer
@@ -80,7 +80,7 @@ def test_a_running_worker_shows_its_active_delivery_and_its_held_and_waiting_tas
     assert 0 <= task["runtime_seconds"] < 8
     # And the held retry as scheduled, nothing reserved, nothing left waiting in the queues
     assert worker["scheduled"] == 1 and worker["reserved"] == 0
-    assert during["queues"] == {"celery": 0, DELIVERY_QUEUE: 0}
+    assert during["queues"] == {"celery": 0, DELIVERY_QUEUE: 0, CONTROL_QUEUE: 0}
     # When the held task falls due while the only pool process is still busy
     later = wait_for(lambda: (v := view(**SLOW))["workers"][0]["reserved"] == 1 and v, timeout=15,
                      message="the due task waiting for the busy pool")
@@ -102,7 +102,7 @@ def test_with_no_worker_running_it_answers_unavailable_quickly(view, broker_url,
     assert seconds < 3, seconds
     assert body["status"] == "unavailable" and body["workers"] == []
     assert body["reason"] == "no worker answered within 1 s"
-    assert body["queues"] == {"celery": 0, DELIVERY_QUEUE: 1}
+    assert body["queues"] == {"celery": 0, DELIVERY_QUEUE: 1, CONTROL_QUEUE: 0}
 
 
 def test_with_the_broker_down_it_answers_unavailable_at_once(view):
@@ -160,7 +160,7 @@ def test_the_cli_prints_the_same_view_as_json_and_as_a_table(api_url, make_env, 
     table = cli(api_url)
     assert table.exit_code == 0, table.output
     assert shown["name"] in table.output and "prefork/2" in table.output
-    assert "queues: celery 0, certctl.deliver 0" in table.output
+    assert "queues: celery 0, certctl.control 0, certctl.deliver 0" in table.output
     # When no worker runs any more, both forms say "unavailable" and exit 1
     worker.stop()
     result = cli(api_url, "--json")

@@ -21,6 +21,8 @@ def test_defaults_are_the_documented_production_schedule_on_embedded_storage():
     assert settings.sweep.interval_seconds == 120 and settings.sweep.batch_size == 1000
     assert settings.database_url.startswith("sqlite:///") and settings.broker_url.startswith("sqla+sqlite:///")
     assert settings.embedded
+    assert settings.worker.intake_consumer_timeout_seconds == 30
+    assert load_settings({"CERTCTL_INTAKE_CONSUMER_TIMEOUT": "2m"}).worker.intake_consumer_timeout_seconds == 120
 
 
 @pytest.mark.parametrize(
@@ -39,6 +41,8 @@ def test_defaults_are_the_documented_production_schedule_on_embedded_storage():
         ("CERTCTL_API_KEYS", "ops:key:root"),
         ("CERTCTL_LOG_FORMAT", "xml"),
         ("CERTCTL_CLAIM_LEASE", "10s"),
+        ("CERTCTL_INTAKE_CONSUMER_TIMEOUT", "500ms"),
+        ("CERTCTL_INTAKE_CONSUMER_TIMEOUT", "half a minute"),
     ],
 )
 def test_malformed_values_name_their_variable(name, value):

@@ -23,8 +23,15 @@ class LoggedProcess:
 
     def launch(self, ready: Callable[[], bool], timeout: float) -> None:
         """Start it and wait until ``ready()``; fail with its log if it exits or is not ready in time."""
+        self.spawn()
+        self.wait_ready(ready, timeout)
+
+    def spawn(self) -> None:
+        """Start it without waiting (several processes can then start side by side)."""
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.args, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, ready: Callable[[], bool], timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
