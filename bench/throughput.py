@@ -146,8 +146,9 @@ class Receiver:
 class Worker:
     """``python -m celery -A <app> worker --pool prefork --concurrency N`` configured by environment."""
 
-    def __init__(self, app: str, env: dict, concurrency: int, log_path: Path):
+    def __init__(self, app: str, env: dict, concurrency: int, log_path: Path, *, cwd: Path = ROOT):
         self.log_path = log_path
+        self.cwd = cwd
         self.env = env
         self.args = [
             sys.executable, "-m", "celery", "-A", app, "worker", "--pool", "prefork",
@@ -161,7 +162,7 @@ class Worker:
     def start(self) -> Worker:
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            self.args, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT
+            self.args, cwd=self.cwd, env=self.env, stdout=self._log, stderr=subprocess.STDOUT
         )
         return self
 

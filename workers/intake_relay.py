@@ -48,7 +48,7 @@ REDIS_TIMEOUT_SECONDS = FETCH_WAIT_SECONDS + 5
 class IntakeRelay:
     """Consumes the intake queue reliably for one worker; `start` and `stop` it with the worker."""
 
-    def __init__(self, client: redis.Redis, sessions, dispatcher, *, consumer_timeout: float,
+    def __init__(self, client: redis.Redis, sessions, dispatcher, *, consumer_timeout: float, threads: int = 1,
                  queue: str = INTAKE_QUEUE, relay_id: str | None = None):
         self.relay_id = relay_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.queue = IntakeQueue(client, queue, self.relay_id)
@@ -56,11 +56,14 @@ class IntakeRelay:
         self.dispatcher = dispatcher
         self.consumer_timeout = consumer_timeout
         self.keep_interval = max(consumer_timeout / 6, 0.1)
+        self.threads = threads
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        for name, target in (("certctl-intake", self._fetch_loop), ("certctl-intake-keeper", self._keep_loop)):
+        # Fetch threads share one in-progress list: each removes only the message it handled.
+        loops = [(f"certctl-intake-{n}", self._fetch_loop) for n in range(self.threads)]
+        for name, target in [*loops, ("certctl-intake-keeper", self._keep_loop)]:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -191,7 +194,8 @@ class IntakeStep(bootsteps.StartStopStep):
         client = redis.Redis.from_url(str(worker.app.conf.broker_url), socket_timeout=REDIS_TIMEOUT_SECONDS,
                                       socket_connect_timeout=REDIS_TIMEOUT_SECONDS)
         self.relay = IntakeRelay(client, runtime.sessions, CeleryDispatcher(worker.app),
-                                 consumer_timeout=runtime.settings.worker.intake_consumer_timeout_seconds)
+                                 consumer_timeout=runtime.settings.worker.intake_consumer_timeout_seconds,
+                                 threads=worker.concurrency)
         self.relay.start()
 
     def stop(self, worker):
