@@ -1,14 +1,16 @@
-"""Fixtures on real services: a fresh PostgreSQL database per test session, a Redis db number,
-an HTTP receiver on 127.0.0.1, and Celery workers in subprocesses.
+"""Fixtures on real services: a fresh PostgreSQL database per test session, a Redis db number, a
+RabbitMQ virtual host of the run's own, an HTTP receiver on 127.0.0.1, and Celery workers in subprocesses.
 
-A missing PostgreSQL or Redis fails the run loudly; nothing here is skipped.
+A missing PostgreSQL, Redis or RabbitMQ fails the run loudly; nothing here is skipped.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 import uuid
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -26,6 +28,8 @@ PG_ADMIN_URL = os.environ.get("CERTCTL_TEST_PG_ADMIN_URL", "postgresql+psycopg2:
 REDIS_BASE_URL = os.environ.get("CERTCTL_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 #: Redis db number the tests own (flushed before and after each test that uses it).
 REDIS_DB = int(os.environ.get("CERTCTL_TEST_REDIS_DB", "9"))
+#: The machine's RabbitMQ; the run makes a virtual host of its own there (rabbitmqctl) and removes it.
+RABBITMQ_BASE_URL = os.environ.get("CERTCTL_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672")
 
 
 @pytest.fixture(scope="session")
@@ -110,6 +114,44 @@ def broker_url(redis_db):
     lose_every_message(url)
     yield url
     lose_every_message(url)
+
+
+def _rabbitmqctl(*args: str) -> None:
+    try:
+        subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as exc:
+        pytest.fail(f"rabbitmqctl {' '.join(args)} failed ({exc}); is RabbitMQ running (see .ci/run)?")
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_vhost():
+    """A RabbitMQ virtual host this run owns: tests never touch the machine's other vhosts."""
+    name = f"certctl_test_{uuid.uuid4().hex[:10]}"
+    user = urlsplit(RABBITMQ_BASE_URL).username or "guest"
+    _rabbitmqctl("add_vhost", name)
+    _rabbitmqctl("set_permissions", "-p", name, user, ".*", ".*", ".*")
+    yield name
+    _rabbitmqctl("delete_vhost", name)
+
+
+@pytest.fixture
+def rabbitmq_url(rabbitmq_vhost):
+    """This run's vhost, with our queues deleted before and after the test (only ours exist there)."""
+    from kombu import Connection
+
+    from certctl_notify.publish import QUEUES
+
+    url = f"{RABBITMQ_BASE_URL}/{rabbitmq_vhost}"
+
+    def empty() -> None:
+        with Connection(url, connect_timeout=5) as conn:
+            channel = conn.default_channel
+            for queue in QUEUES:
+                channel.queue_delete(queue)
+
+    empty()
+    yield url
+    empty()
 
 
 @pytest.fixture
