@@ -443,6 +443,44 @@ class RaceWorker:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+class CommandLog:
+    """Redis MONITOR during the kill race: when (Redis's clock) each LPUSH and HSET of a db reached it, so
+    the window between a message leaving the queue (the LPUSH a blocked BRPOP is served at once) and its
+    being recorded as unacknowledged (``HSET unacked``) is measured by Redis itself."""
+
+    def __init__(self, server: RedisServer, db: int):
+        self.db = db
+        self.client = server.client()
+        self.commands: list[tuple[float, str, str]] = []  #: (time, LPUSH | HSET, the command's text)
+        self._thread = threading.Thread(target=self._run, name="redis-monitor", daemon=True)
+
+    def start(self) -> CommandLog:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        import redis
+
+        try:
+            with self.client.monitor() as monitor:
+                for command in monitor.listen():
+                    name = command["command"].split(" ", 1)[0].upper()
+                    if command["db"] == self.db and name in ("LPUSH", "HSET"):
+                        self.commands.append((command["time"], name, command["command"]))
+        except (redis.RedisError, OSError, ValueError, AttributeError):
+            return  # the server went away or the log was closed
+
+    def first(self, name: str, task_id: str, after: float = 0.0) -> float | None:
+        return next((t for t, n, text in list(self.commands) if n == name and t >= after and task_id in text), None)
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+            self.client.connection_pool.disconnect()
+        except Exception:  # closing what may be gone already
+            pass
+
+
 # --- the alerts ---------------------------------------------------------------------------------------
 
 
@@ -500,6 +538,7 @@ class Chaos:
         self.forkserver: ForkServer | None = None
         self.race_workers: list[RaceWorker] = []
         self.race_beat: Service | None = None
+        self.race_monitor: CommandLog | None = None
         self.events: list[dict] = []
         self.wipes: list[Wipe] = []
         self.unexpected_exits: list[str] = []
@@ -1108,6 +1147,7 @@ class Chaos:
         client.flushdb()
         producer = Celery(broker=f"{self.redis.url}/1", set_as_current=False)
         rng = random.Random(args.seed + 1)
+        commands = self.race_monitor = CommandLog(self.redis, 1).start()
         phase_started = time.monotonic()
         if args.kill_race_launch == "fork":
             started = time.monotonic()
@@ -1129,16 +1169,25 @@ class Chaos:
                 continue
             sent = time.perf_counter()
             delay = rng.uniform(0.0, 0.005)
-            while time.perf_counter() - sent < delay:
-                pass  # a busy wait: time.sleep overshoots by more than the window we aim at
+            # a sleep, not a busy wait: on 2 cores a spinning bench would take the CPU the worker needs to
+            # record the message, and widen the window it measures (the delay really waited is printed)
+            time.sleep(delay)
+            killed_wall = time.time()
             os.kill(worker.pid, signal.SIGKILL)
             killed_after = time.perf_counter() - sent
             self.kill_worker_now(worker, children)
             tries.append({"key": key, "task_id": task_id, "published": True, "ready_s": round(ready_s, 3),
                           "consuming_s": round(blocked_s, 3), "start_to_kill_s": round(time.monotonic() - started, 3),
                           "kill_aimed_ms": round(delay * 1000, 3), "kill_after_ms": round(killed_after * 1000, 3),
-                          "where": self.where_is(client, task_id)})
+                          "killed_wall": killed_wall, "where": self.where_is(client, task_id)})
         tries_s = time.monotonic() - phase_started
+        time.sleep(0.2)  # the monitor's last lines
+        for t in tries:
+            pushed = commands.first("LPUSH", t["task_id"]) if t["published"] else None
+            recorded = commands.first("HSET", t["task_id"], pushed) if pushed is not None else None
+            t["pop_to_record_ms"] = round((recorded - pushed) * 1000, 3) if recorded is not None else None
+            t["pop_to_kill_ms"] = round((t.pop("killed_wall", 0) - pushed) * 1000, 3) if pushed is not None else None
+        commands.close()
         published = [t for t in tries if t["published"]]
         print(f"kill race: {len(tries)} tries in {tries_s:.1f} s; at the kill the message was: "
               f"{dict(collections.Counter(t['where'] for t in published))}; starting a healthy worker", flush=True)
@@ -1209,6 +1258,9 @@ class Chaos:
                               "max": _round(max((t["kill_aimed_ms"] for t in published), default=None))},
             "kill_after_ms": {"min": _round(min((t["kill_after_ms"] for t in published), default=None)),
                               "max": _round(max((t["kill_after_ms"] for t in published), default=None))},
+            "pop_to_record_ms": _spread([t["pop_to_record_ms"] for t in published
+                                         if t.get("pop_to_record_ms") is not None]),
+            "pop_to_kill_ms_lost": _spread([t["pop_to_kill_ms"] for t in lost if t.get("pop_to_kill_ms") is not None]),
             "where_at_kill": dict(where),
             "kill_after_ms_by_where": {w: [_round(min(t["kill_after_ms"] for t in published if t["where"] == w)),
                                            _round(max(t["kill_after_ms"] for t in published if t["where"] == w))]
@@ -1292,6 +1344,10 @@ class Chaos:
               "descheduled in between)")
         print(f"  at the kill the message was: {r['where_at_kill']}; kill delays (ms, min-max) by where: "
               f"{r['kill_after_ms_by_where']}")
+        window, lost = r["pop_to_record_ms"], r["pop_to_kill_ms_lost"]
+        print(f"  the window (Redis MONITOR: the LPUSH a blocked BRPOP takes → HSET unacked): p50 "
+              f"{_fmt(window['p50'])} ms, max {_fmt(window['max'])} ms over {window['n']} recorded tries; the lost "
+              f"ones were killed {_fmt(lost['p50'])} ms (p50), {_fmt(lost['max'])} ms (max) after the LPUSH")
         print(f"  after a healthy worker ({r['healthy_wait_s']:.1f} s{'' if r['settled'] else ', NOT settled'}): "
               f"stored {r['stored']}, delivered {r['delivered']}, LOST {r['lost']} {r['lost_where_at_kill'] or ''}, "
               f"delivered more than once {r['delivered_more_than_once']}", flush=True)
@@ -1329,6 +1385,7 @@ class Chaos:
                 [p for w in self.race_workers if w.process.is_running()
                  for p in [*w.process.children(recursive=True), w.process]])),
             ("race beat", lambda: self.race_beat and self.race_beat.kill_all()),
+            ("redis monitor", lambda: self.race_monitor and self.race_monitor.close()),
             ("fork server", lambda: self.forkserver and self.forkserver.stop()),
             ("producer", lambda: self.producer and self.producer.close()),
             ("receiver", lambda: self.receiver and self.receiver.stop()),
@@ -1343,6 +1400,10 @@ class Chaos:
             print(f"logs kept in {self.tmp}", file=sys.stderr)
         else:
             shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _spread(values: list[float]) -> dict:
+    return {"p50": _round(percentile(values, 0.5)), "max": _round(max(values, default=None)), "n": len(values)}
 
 
 def _round(value: float | None, digits: int = 3) -> float | None:
