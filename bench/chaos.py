@@ -960,6 +960,16 @@ class Chaos:
                 " WHERE e.certificate_id LIKE :p GROUP BY e.id"), {"p": f"{CHAOS_PREFIX}%"}).mappings().all()
         return {row["certificate_id"]: dict(row) for row in rows}
 
+    def next_to(self, alert: Alert) -> str:
+        """The alert's acknowledgement and the event nearest to it (a worker killed as it popped the intake
+        message shows here)."""
+        acked = alert.acked_at - self.t0
+        nearest = min(self.events, key=lambda e: abs(e["at_s"] - acked), default=None)
+        if nearest is None:
+            return f"{alert.key} ({alert.via}) acknowledged at {acked:.2f} s"
+        return (f"{alert.key} ({alert.via}) acknowledged at {acked:.2f} s, {1000 * (nearest['at_s'] - acked):+.0f} ms "
+                f"from: {nearest['event']}")
+
     def worker_log_counts(self, paths: list[Path]) -> dict:
         counts = collections.Counter()
         sweep: collections.Counter = collections.Counter()
@@ -1031,6 +1041,7 @@ class Chaos:
             "lost_unstored": len(unstored_other),
             "lost_unstored_api": sum(a.via == "api" for a in unstored_other),
             "lost_unstored_keys": [a.key for a in unstored_other][:20],
+            "lost_unstored_next_to": [self.next_to(a) for a in unstored_other][:20],
             "lost_unfinished_rows": len(unfinished),
             "lost_unfinished_rows_acknowledged": len(unfinished_acked),
             "lost_unfinished_statuses": dict(collections.Counter(r["status"] for r in unfinished)),
@@ -1307,7 +1318,7 @@ class Chaos:
         print(f"  LOST                    : {f['lost']} (acknowledged, never stored: {f['lost_unstored']}, of them "
               f"via the API {f['lost_unstored_api']}; rows neither sent nor dead at the end: "
               f"{f['lost_unfinished_rows']} {f['lost_unfinished_statuses'] or ''})"
-              + (f" e.g. {f['lost_unstored_keys'][:5]}" if f["lost_unstored_keys"] else ""))
+              + "".join(f"\n      {line}" for line in f["lost_unstored_next_to"][:10]))
         print(f"  lost with broker's data : {f['lost_with_broker_data']} {f['lost_with_broker_data_by_wipe']} "
               f"(Celery intake sitting in Redis when it was wiped; Redis held "
               + "; ".join(f"{w['intake_messages']} intake + {w['delivery_messages']} delivery messages at the "
