@@ -1,8 +1,9 @@
 """bench/chaos.py, reduced: 300 alerts at 30/s (half through the API, half through a bare
 ``send_task("certctl_notify.enqueue")``) while a worker's main process is SIGKILLed every 3 s, a gunicorn
 worker is SIGKILLed, Redis is FLUSHALLed and SIGKILLed and restarted empty, PostgreSQL is restarted and
-beat is SIGKILLed; then the kill race with 40 tries (a fresh worker SIGKILLed 0-5 ms after an alert is
-sent to it).
+beat is SIGKILLed; then the kill race with 100 tries (a fresh worker SIGKILLed 0-5 ms after an alert is
+sent to it: on today's Redis transport about 3-9 % of such kills lose the alert, so 40 tries would miss
+that about one run in eight; 100 tries cost ~15 s more).
 
 The bench starts everything it breaks itself (its own Redis, its own PostgreSQL cluster, its own
 receiver, workers, beat and gunicorn, all on 127.0.0.1 and running this checkout's code) and never
@@ -20,9 +21,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-#: Small enough for the suite (about a minute and a half on 2 cores), every kind of failure included.
+#: Small enough for the suite (about 75 s on 2 cores), every kind of failure included.
 ARGS = ["--count", "300", "--rate", "30", "--kill-every", "3", "--sweep-interval", "1", "--sweep-grace", "3",
-        "--drain-timeout", "60", "--kill-race-tries", "40", "--kill-race-timeout", "40", "--max-seconds", "200"]
+        "--drain-timeout", "60", "--kill-race-tries", "100", "--kill-race-timeout", "40", "--max-seconds", "200"]
 #: The whole run is one fixture: its time counts against the first test of the module.
 pytestmark = pytest.mark.timeout(260)
 
@@ -46,7 +47,9 @@ def summary(figures: dict) -> str:
 
 def test_no_acknowledged_alert_is_lost_when_workers_redis_postgresql_beat_and_the_api_are_killed(chaos):
     # "lost with the broker's data" (Celery intake sitting in Redis when the bench wiped it) is the one
-    # expected loss of a broker without persistence; everything else acknowledged must be delivered or dead
+    # expected loss of a broker without persistence; everything else acknowledged must be delivered or dead.
+    # (On today's Redis transport a worker killed just as it pops an intake message loses it, as in the kill
+    # race below: then this fails too, and the output names the kill next to each such loss.)
     assert chaos["drained"], summary(chaos)
     assert chaos["lost_unstored"] == 0, summary(chaos)
     assert chaos["lost_unfinished_rows"] == 0, summary(chaos)
@@ -74,6 +77,6 @@ def test_a_worker_killed_as_it_takes_an_alert_loses_nothing(chaos):
     # Fails on kombu's Redis transport as it is: BRPOP takes the message off the queue, and only then is
     # it recorded as unacknowledged; a worker killed in between loses the alert.
     race = chaos["kill_race"]
-    assert race["published"] == race["tries"] == 40, summary(chaos)
+    assert race["published"] == race["tries"] == 100, summary(chaos)
     assert race["lost"] == 0, summary(chaos)
     assert race["delivered_more_than_once"] == 0, summary(chaos)
