@@ -506,12 +506,17 @@ class Wipe:
     deliveries: int = 0  #: delivery messages Redis held
     slack: float = 0.0  #: how long after the wipe a reply of the wiped server may still be read, seconds
 
-    def holds(self, alert: Alert) -> bool:
+    def held(self, alert: Alert) -> bool:
         """The alert's intake message was in Redis when its data was wiped: in the snapshot, or (a SIGKILL
         comes a moment after its snapshot; a FLUSHALL is in the same MULTI) acknowledged in between."""
         if alert.task_id in self.intake_ids:
             return True
         return alert.acked_at is not None and self.snapshot_at < alert.acked_at <= self.wiped_at + self.slack
+
+    def just_before(self, alert: Alert, window: float) -> bool:
+        """Acknowledged within ``window`` s before the snapshot: a message a worker had popped and not yet
+        recorded as unacknowledged is in no snapshot, and is lost when Redis dies before it is recorded."""
+        return alert.acked_at is not None and self.snapshot_at - window < alert.acked_at <= self.snapshot_at
 
 
 # --- the bench --------------------------------------------------------------------------------------
@@ -1005,7 +1010,11 @@ class Chaos:
         acked = [a for a in alerts if a.acked_at is not None]
         unacked = [a for a in alerts if a.acked_at is None]
         unstored = [a for a in acked if a.key not in rows]
-        with_broker = [a for a in unstored if a.via == "celery" and any(w.holds(a) for w in self.wipes)]
+        window = self.args.wipe_window
+        in_redis = [a for a in unstored if a.via == "celery" and any(w.held(a) for w in self.wipes)]
+        in_flight = [a for a in unstored if a.via == "celery" and a not in in_redis
+                     and any(w.just_before(a, window) for w in self.wipes)]
+        with_broker = in_redis + in_flight
         with_broker_keys = {a.key for a in with_broker}
         unstored_other = [a for a in unstored if a.key not in with_broker_keys]
         unfinished = [row for row in rows.values() if row["status"] not in ("sent", "dead")]
@@ -1025,7 +1034,7 @@ class Chaos:
                 latencies.append(min(r.at for r in ok[row["id"]]) - alert.acked_at)
         logs = self.worker_log_counts([self.tmp / f"worker-{slot}.log" for slot in self.workers])
         signatures = collections.Counter(r.signature_ok for r in requests)
-        by_wipe = {w.kind: sum(1 for a in with_broker if w.holds(a)) for w in self.wipes}
+        by_wipe = {w.kind: sum(1 for a in with_broker if w.held(a) or w.just_before(a, window)) for w in self.wipes}
         return {
             "offered": len(alerts),
             "offered_api": sum(a.via == "api" for a in alerts),
@@ -1047,6 +1056,9 @@ class Chaos:
             "lost_unfinished_statuses": dict(collections.Counter(r["status"] for r in unfinished)),
             "lost_with_broker_data": len(with_broker),
             "lost_with_broker_data_by_wipe": by_wipe,
+            "lost_with_broker_data_in_redis": len(in_redis),
+            "lost_with_broker_data_in_flight": len(in_flight),
+            "wipe_window_s": window,
             "broker_wipes": [{"kind": w.kind, "at_s": round(w.at, 2), "intake_messages": len(w.intake_ids),
                               "delivery_messages": w.deliveries} for w in self.wipes],
             "row_id_mismatches": len(wrong_id),
@@ -1319,8 +1331,10 @@ class Chaos:
               f"via the API {f['lost_unstored_api']}; rows neither sent nor dead at the end: "
               f"{f['lost_unfinished_rows']} {f['lost_unfinished_statuses'] or ''})"
               + "".join(f"\n      {line}" for line in f["lost_unstored_next_to"][:10]))
-        print(f"  lost with broker's data : {f['lost_with_broker_data']} {f['lost_with_broker_data_by_wipe']} "
-              f"(Celery intake sitting in Redis when it was wiped; Redis held "
+        print(f"  lost with broker's data : {f['lost_with_broker_data']} {f['lost_with_broker_data_by_wipe']}: Celery "
+              f"intake whose message Redis held when it was wiped ({f['lost_with_broker_data_in_redis']}), or "
+              f"acknowledged less than {f['wipe_window_s']:g} s before and in no snapshot (popped, not yet recorded: "
+              f"{f['lost_with_broker_data_in_flight']}) (Redis held "
               + "; ".join(f"{w['intake_messages']} intake + {w['delivery_messages']} delivery messages at the "
                           f"{w['kind']}" for w in f["broker_wipes"]) + ")")
         print(f"  duplicates              : {f['duplicates']} of {f['delivered']} delivered "
@@ -1437,6 +1451,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=1, help="seeds the receiver's answers and the kill race")
     parser.add_argument("--sweep-interval", type=float, default=5, help="CERTCTL_NOTIFICATION_RETRY_INTERVAL, s")
     parser.add_argument("--sweep-grace", type=float, default=10, help="CERTCTL_SWEEP_GRACE, s")
+    parser.add_argument("--wipe-window", type=float, default=0.5,
+                        help="a Celery intake acknowledged this many s before a wipe of Redis and never stored "
+                             "counts as lost with the broker's data")
     parser.add_argument("--senders", type=int, default=16, help="threads offering alerts")
     parser.add_argument("--request-timeout", type=float, default=10, help="timeout of one POST, s")
     parser.add_argument("--drain-timeout", type=float, default=600,
