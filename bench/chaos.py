@@ -20,7 +20,8 @@ holds no alert's message.
 
 Phase 2, kill race (``--kill-race-tries``): each try starts a fresh single worker (nothing else
 consumes), waits until it blocks in BRPOP, sends one alert to ``certctl_notify.enqueue`` and SIGKILLs
-the worker's main process 0-5 ms later; then one healthy worker must store and deliver every alert.
+the worker's main process 0-5 ms later (``--kill-race-max-delay-ms``); then one healthy worker (and beat)
+must store and deliver every alert.
 
 It prints the figures (lost, lost with the broker's data, duplicates, sent without a 2xx, dead rows,
 latency, deliveries that found nothing to claim, signatures, the kill race) and, last, one JSON line
@@ -1191,7 +1192,7 @@ class Chaos:
                 self.kill_worker_now(worker, children)
                 continue
             sent = time.perf_counter()
-            delay = rng.uniform(0.0, 0.005)
+            delay = rng.uniform(0.0, args.kill_race_max_delay_ms / 1000)
             # a sleep, not a busy wait: on 2 cores a spinning bench would take the CPU the worker needs to
             # record the message, and widen the window it measures (the delay really waited is printed)
             time.sleep(delay)
@@ -1459,6 +1460,8 @@ def main(argv=None) -> int:
     parser.add_argument("--drain-timeout", type=float, default=600,
                         help="seconds after the offer for every row to be sent or dead")
     parser.add_argument("--kill-race-tries", type=int, default=40, help="0 skips the kill race")
+    parser.add_argument("--kill-race-max-delay-ms", type=float, default=5,
+                        help="each SIGKILL comes a random 0 to this many ms after send_task returned")
     parser.add_argument("--kill-race-launch", choices=["fork", "exec"], default="fork",
                         help="start the race's workers from bench/worker_forkserver.py (fast) or as "
                              "python -m celery (a cold start each)")
