@@ -67,9 +67,26 @@ WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"certctl-chaos-webhook-secret-01")
 #: Task names and queues as the product names them (certctl_notify/publish.py).
 ENQUEUE_TASK = "certctl_notify.enqueue"
 DELIVER_TASK = "certctl_notify.deliver"
-QUEUES = ("celery", "certctl.deliver")
+#: The queue ``send_task("certctl_notify.enqueue")`` pushes to (Celery's default queue).
+INTAKE_QUEUE = "celery"
 #: kombu's Redis transport keeps a consumer's unacknowledged messages in this hash.
 UNACKED_KEY = "unacked"
+#: Every message in any list or hash of a Redis db, as (key, value) pairs, read atomically: whatever the
+#: layout (queues, kombu's unacked hash, an intake relay's in-progress lists), nothing held is missed.
+ALL_MESSAGES_LUA = """
+local out = {}
+for _, key in ipairs(redis.call('KEYS', '*')) do
+  local kind = redis.call('TYPE', key)['ok']
+  local values = {}
+  if kind == 'list' then values = redis.call('LRANGE', key, 0, -1)
+  elseif kind == 'hash' then values = redis.call('HVALS', key) end
+  for _, value in ipairs(values) do
+    out[#out + 1] = key
+    out[#out + 1] = value
+  end
+end
+return out
+"""
 #: Namespace of the row ids derived from a Celery intake's task id (certctl_notify/alerts.py).
 SOURCE_NAMESPACE = uuid.UUID("3618c635-a616-41cf-a524-a2aac7062353")
 CHAOS_PREFIX = "chaos-"
@@ -87,6 +104,8 @@ CHAOS_SETTINGS = {
     "CERTCTL_BROKER_VISIBILITY_TIMEOUT": "12s",  # > held wait (2 s) + time limit (8 s)
     "CERTCTL_HTTP_TIMEOUT": "3s",
     "CERTCTL_OUTBOUND_ALLOW": "127.0.0.1/32",
+    # Code with an intake relay takes a dead relay's intake back after this (code without ignores it).
+    "CERTCTL_INTAKE_CONSUMER_TIMEOUT": "5s",
 }
 #: The kill race only stores and delivers (the receiver answers its alerts 200): a shorter visibility
 #: timeout lets the healthy worker's first look for a dead worker's messages (10 s after it starts)
@@ -127,21 +146,30 @@ def alert_fields(key: str) -> dict:
             "certificate_id": key, "dedupe_key": key}
 
 
-def message_task(raw: bytes | str) -> tuple[str | None, str | None]:
-    """(task name, task id) of a Celery message as kombu stores it in Redis."""
+def held_task(raw: bytes | str) -> tuple[str | None, str | None]:
+    """(task name, task id) of a message as Redis holds it: the message itself (a queue), or kombu's
+    ``[message, exchange, routing key]`` (the ``unacked`` hash); (None, None) for anything else."""
     try:
-        headers = json.loads(raw).get("headers") or {}
-    except (ValueError, AttributeError):
+        value = json.loads(raw)
+    except ValueError:
+        return None, None
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        value = value[0]
+    headers = value.get("headers") if isinstance(value, dict) else None
+    if not isinstance(headers, dict):
         return None, None
     return headers.get("task"), headers.get("id")
 
 
-def unacked_task(raw: bytes | str) -> tuple[str | None, str | None]:
-    """(task name, task id) of an entry of kombu's ``unacked`` hash: ``[message, exchange, routing key]``."""
-    try:
-        return message_task(json.dumps(json.loads(raw)[0]))
-    except (ValueError, IndexError, TypeError):
-        return None, None
+def held_alert_messages(pairs: list) -> list[tuple[str, str, str]]:
+    """(key, task name, task id) of every enqueue or delivery message in the flat [key, value, …] reply of
+    `ALL_MESSAGES_LUA`."""
+    found = []
+    for key, value in zip(pairs[::2], pairs[1::2], strict=True):
+        name, task_id = held_task(value)
+        if name in (ENQUEUE_TASK, DELIVER_TASK):
+            found.append((key.decode() if isinstance(key, bytes) else key, name, task_id))
+    return found
 
 
 # --- the services the bench breaks ----------------------------------------------------------------
@@ -751,19 +779,16 @@ class Chaos:
         same MULTI when ``flush``: atomic, so the snapshot is exactly what the flush wiped."""
         client = self.redis.client()
         pipe = client.pipeline(transaction=True)
-        for name in QUEUES:
-            pipe.lrange(name, 0, -1)
-        pipe.hvals(UNACKED_KEY)
+        pipe.eval(ALL_MESSAGES_LUA, 0)
         if flush:
             pipe.flushall()
         results = pipe.execute()
         now = time.monotonic()
         client.close()
         wipe = Wipe(kind, now - self.t0, now, now)
-        tasks = [message_task(m) for q in results[:len(QUEUES)] for m in q]
-        tasks += [unacked_task(m) for m in results[len(QUEUES)]]
-        wipe.intake_ids = {task_id for name, task_id in tasks if name == ENQUEUE_TASK and task_id}
-        wipe.deliveries = sum(1 for name, _ in tasks if name == DELIVER_TASK)
+        held = held_alert_messages(results[0])
+        wipe.intake_ids = {task_id for _, name, task_id in held if name == ENQUEUE_TASK and task_id}
+        wipe.deliveries = sum(1 for _, name, _ in held if name == DELIVER_TASK)
         self.wipes.append(wipe)
         return wipe
 
@@ -852,19 +877,13 @@ class Chaos:
                                          "LIKE :p"), {"p": f"{prefix}%"}).scalars())
 
     def alert_messages_in_broker(self, db: int = 0) -> int:
-        """Enqueue and delivery messages Redis holds: queued, or unacknowledged (held by a worker, or
-        waiting to be given back by the visibility timeout)."""
+        """Enqueue and delivery messages Redis holds anywhere: queued, unacknowledged (held by a worker, or
+        waiting to be given back by the visibility timeout), or in any other list or hash."""
         client = self.redis.client(db)
         try:
-            pipe = client.pipeline(transaction=True)
-            for name in QUEUES:
-                pipe.lrange(name, 0, -1)
-            pipe.hvals(UNACKED_KEY)
-            results = pipe.execute()
+            return len(held_alert_messages(client.eval(ALL_MESSAGES_LUA, 0)))
         finally:
             client.close()
-        tasks = [message_task(m) for q in results[:len(QUEUES)] for m in q] + [unacked_task(m) for m in results[-1]]
-        return sum(1 for name, _ in tasks if name in (ENQUEUE_TASK, DELIVER_TASK))
 
     def broker_is_empty(self, db: int = 0) -> bool:
         import redis
@@ -1151,16 +1170,16 @@ class Chaos:
             psutil.wait_procs([worker.process], timeout=10)
 
     def where_is(self, client, task_id: str) -> str:
-        pipe = client.pipeline(transaction=True)
-        for name in QUEUES:
-            pipe.lrange(name, 0, -1)
-        pipe.hvals(UNACKED_KEY)
-        results = pipe.execute()
-        if any(message_task(m)[1] == task_id for q in results[:len(QUEUES)] for m in q):
+        """Where Redis holds the message just after the kill: still in the intake queue, recorded in kombu's
+        unacked hash, in some other key (an intake relay's in-progress list …), or nowhere."""
+        keys = [key for key, _, held_id in held_alert_messages(client.eval(ALL_MESSAGES_LUA, 0)) if held_id == task_id]
+        if not keys:
+            return "popped, not recorded"
+        if INTAKE_QUEUE in keys:
             return "still queued"
-        if any(unacked_task(m)[1] == task_id for m in results[-1]):
+        if UNACKED_KEY in keys:
             return "recorded as unacknowledged"
-        return "popped, not recorded"
+        return "held in " + re.sub(r"[0-9a-f]{6,}|\d+", "…", keys[0])
 
     def kill_race(self) -> dict:
         from celery import Celery
