@@ -19,9 +19,9 @@ restarted empty. Then it waits (``--drain-timeout``) until no row is pending or 
 holds no alert's message.
 
 Phase 2, kill race (``--kill-race-tries``): each try starts a fresh single worker (nothing else
-consumes), waits until it blocks in BRPOP, sends one alert to ``certctl_notify.enqueue`` and SIGKILLs
-the worker's main process 0-5 ms later (``--kill-race-max-delay-ms``); then one healthy worker (and beat)
-must store and deliver every alert.
+consumes), waits until it blocks on Redis (BRPOP, or an intake relay's BLMOVE), sends one alert to
+``certctl_notify.enqueue`` and SIGKILLs the worker's main process 0-5 ms later
+(``--kill-race-max-delay-ms``); then one healthy worker (and beat) must store and deliver every alert.
 
 It prints the figures (lost, lost with the broker's data, duplicates, sent without a 2xx, dead rows,
 latency, deliveries that found nothing to claim, signatures, the kill race) and, last, one JSON line
@@ -1137,18 +1137,22 @@ class Chaos:
         return worker
 
     def wait_consuming(self, worker: RaceWorker, client, timeout: float) -> tuple[float, float]:
-        """Seconds from now until the worker logged "ready." and until a client of Redis (it: nothing else
-        consumes) is blocked in BRPOP."""
+        """Seconds from now until the worker logged "ready." and until it consumes: clients of Redis (its:
+        nothing else consumes) blocked in a pop (BRPOP, or BLMOVE of an intake relay), the same ones over
+        three looks 5 ms apart (a worker may block on several connections, one after the other)."""
         started = time.monotonic()
         ready = blocked = None
+        seen, same = None, 0
         while ready is None or blocked is None:
             now = time.monotonic() - started
             if not worker.process.is_running() or worker.process.status() == "zombie":
                 raise BenchError(f"race worker {worker.pid} exited:\n{worker.log_text()[-3000:]}")
             if ready is None and " ready." in worker.log_text():
                 ready = now
-            if blocked is None and any(c.get("cmd") == "brpop" and "b" in c.get("flags", "")
-                                       for c in client.client_list()):
+            clients = frozenset(c["id"] for c in client.client_list() if "b" in c.get("flags", ""))
+            same = same + 1 if clients and clients == seen else 0
+            seen = clients
+            if ready is not None and same >= 2:
                 blocked = now
             if now > timeout:
                 raise BenchError(f"race worker {worker.pid} not consuming within {timeout:g} s:\n"
@@ -1383,16 +1387,19 @@ class Chaos:
         print()
         print(f"kill race: {r['tries']} tries ({r['published']} published) in {r['tries_s']:.1f} s; worker start "
               f"({r['launch']}): p50 {_fmt(start['p50'])} s, min {_fmt(start['min'])} s, max {_fmt(start['max'])} s "
-              f"(to blocked in BRPOP; \"ready.\" logged p50 {_fmt(r['worker_ready_log_s_p50'])} s); killed "
+              f"(to consuming: blocked on Redis; \"ready.\" logged p50 {_fmt(r['worker_ready_log_s_p50'])} s); killed "
               f"{_fmt(r['kill_after_ms']['min'])}-{_fmt(r['kill_after_ms']['max'])} ms after send_task returned "
               f"(aimed at {_fmt(r['kill_aimed_ms']['min'])}-{_fmt(r['kill_aimed_ms']['max'])} ms; the bench may be "
               "descheduled in between)")
         print(f"  at the kill the message was: {r['where_at_kill']}; kill delays (ms, min-max) by where: "
               f"{r['kill_after_ms_by_where']}")
         window, lost = r["pop_to_record_ms"], r["pop_to_kill_ms_lost"]
-        print(f"  the window (Redis MONITOR: the LPUSH a blocked BRPOP takes → HSET unacked): p50 "
-              f"{_fmt(window['p50'])} ms, max {_fmt(window['max'])} ms over {window['n']} recorded tries; the lost "
-              f"ones were killed {_fmt(lost['p50'])} ms (p50), {_fmt(lost['max'])} ms (max) after the LPUSH")
+        if window["n"]:
+            print(f"  the window (Redis MONITOR: the LPUSH a blocked BRPOP takes → HSET unacked): p50 "
+                  f"{_fmt(window['p50'])} ms, max {_fmt(window['max'])} ms over {window['n']} recorded tries; the "
+                  f"lost ones were killed {_fmt(lost['p50'])} ms (p50), {_fmt(lost['max'])} ms (max) after the LPUSH")
+        else:
+            print("  the window (Redis MONITOR): no message was recorded in kombu's unacked hash (another layout)")
         print(f"  after a healthy worker ({r['healthy_wait_s']:.1f} s{'' if r['settled'] else ', NOT settled'}): "
               f"stored {r['stored']}, delivered {r['delivered']}, LOST {r['lost']} {r['lost_where_at_kill'] or ''}, "
               f"delivered more than once {r['delivered_more_than_once']}", flush=True)
