@@ -576,6 +576,7 @@ class Chaos:
         self.events: list[dict] = []
         self.wipes: list[Wipe] = []
         self.unexpected_exits: list[str] = []
+        self.unexpected_exit_logs: list[str] = []
         self.t0: float | None = None
         self.stopping = threading.Event()
 
@@ -796,19 +797,27 @@ class Chaos:
         """Restart any process that exited without being killed by us, and say so (a finding)."""
         for slot, worker in list(self.workers.items()):
             if not worker.alive():
-                self.unexpected_exits.append(f"worker-{slot} pid {worker.pid} exited with {worker.proc.returncode}")
+                self.exited_by_itself(f"worker-{slot}", worker)
                 worker.kill_all()
                 self.start_worker(slot)
                 self.note(f"worker-{slot} exited by itself, restarted", code=worker.proc.returncode)
         if not self.beat.alive():
-            self.unexpected_exits.append(f"beat pid {self.beat.pid} exited with {self.beat.proc.returncode}")
+            self.exited_by_itself("beat", self.beat)
             self.start_beat()
             self.note("beat exited by itself, restarted")
         if not self.api.alive():
-            self.unexpected_exits.append(f"gunicorn pid {self.api.pid} exited with {self.api.proc.returncode}")
+            self.exited_by_itself("gunicorn", self.api)
             self.api.kill_all()
             self.start_api()
             self.note("gunicorn exited by itself, restarted")
+
+    def exited_by_itself(self, name: str, service: Service) -> None:
+        """Record (and print) an exit we did not cause, with the end of that process's log."""
+        self.unexpected_exits.append(f"{name} pid {service.pid} exited with {service.proc.returncode}")
+        tail = "\n".join(service.log_text().splitlines()[-25:])
+        self.unexpected_exit_logs.append(f"{name} pid {service.pid}:\n{tail}")
+        print(f"  {name} (pid {service.pid}) exited by itself with {service.proc.returncode}; its log ends:\n"
+              + "\n".join(f"    | {line[:300]}" for line in tail.splitlines()), flush=True)
 
     def send(self, alert: Alert) -> None:
         fields = alert_fields(alert.key)
@@ -1112,6 +1121,7 @@ class Chaos:
             "signatures_verified": signatures[True],
             "signatures_failed": signatures[False],
             "unexpected_exits": self.unexpected_exits,
+            "unexpected_exit_logs": self.unexpected_exit_logs,
             "worker_restarts": sum(self.incarnations.values()),
             "events": self.events,
         }
