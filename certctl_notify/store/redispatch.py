@@ -17,29 +17,36 @@ def due_for_redispatch(session: Connection, *, now: datetime, grace_seconds: flo
     """Rows the broker should have delivered by now, oldest due first.
 
     - failed rows whose retry is overdue by more than the grace (the broker lost the retry message);
-    - pending rows published more than the grace ago and never claimed (lost intake or requeue) —
-      with ``queued_since`` (the stamp of the oldest delivery message still queued), only those
-      dispatched before it: the others' messages may still wait in the backlog;
+    - pending rows published more than the grace ago and never claimed (lost intake or requeue);
     - either kind whose claim lease has expired (a worker died mid-attempt).
+
+    With ``queued_since`` (the stamp of the oldest delivery message still queued), a row whose last
+    publish is at or after it is left alone unless its lease expired: its message may still wait in
+    the backlog (a released retry as much as a first attempt).
 
     Each branch walks its own partial index, so the cost follows the due rows, not the table.
     """
     cutoff = now - timedelta(seconds=grace_seconds)
     columns = [events.c.id, events.c.status, events.c.retry_count, events.c.lease_expires_at]
+
+    def lost(*never_published) -> tuple:
+        if queued_since is None:
+            return ()
+        return (or_(events.c.lease_expires_at.is_not(None), events.c.dispatched_at < queued_since, *never_published),)
+
     overdue = select(*columns, events.c.next_retry_at.label("due_at")).where(
         events.c.status == Status.FAILED.value,
         events.c.next_retry_at.is_not(None),
         events.c.next_retry_at <= cutoff,
         or_(events.c.dispatched_at.is_(None), events.c.dispatched_at <= cutoff),
         no_live_lease(),
+        *lost(events.c.dispatched_at.is_(None)),
     )
-    lost = () if queued_since is None else (
-        or_(events.c.lease_expires_at.is_not(None), events.c.dispatched_at < queued_since),)
     stale = select(*columns, events.c.dispatched_at.label("due_at")).where(
         events.c.status == Status.PENDING.value,
         events.c.dispatched_at <= cutoff,
         no_live_lease(),
-        *lost,
+        *lost(),
     )
     both = union_all(overdue, stale).subquery()
     return session.execute(select(both).order_by(both.c.due_at, both.c.id).limit(limit)).all()

@@ -147,3 +147,27 @@ def test_a_backlog_of_queued_deliveries_is_left_alone_and_lost_ones_are_recovere
     report = sweep_once(sessions, dispatcher, SETTINGS, now=lambda: NOW + timedelta(seconds=3))
     assert report.redispatched == {"stale_pending": 1} and report.queued_since is None
     assert published(broker_url) == [(rows[2500]["id"], 1)]
+
+
+def test_released_retries_waiting_in_a_backlog_are_left_alone_and_a_lost_one_is_recovered(
+    sessions, dispatcher, broker_url
+):
+    # Given 500 failed rows whose retries were due and released 10 minutes ago (older than the grace),
+    # their messages all still waiting in the delivery queue behind a backlog
+    start = NOW - timedelta(minutes=10)
+    rows = [{"id": f"notif_retry_{i:04d}", "type": "RenewalFailure", "channel": "Webhook", "recipient": "",
+             "message": "m", "status": "failed", "retry_count": 1, "created_at": start, "updated_at": start,
+             "next_retry_at": start, "dispatched_at": start + timedelta(milliseconds=i)} for i in range(500)]
+    with sessions.begin() as s:
+        s.execute(events.insert(), rows)
+    for row in rows:
+        dispatcher.dispatch(row["id"], 2, row["dispatched_at"])
+    queue = redis.Redis.from_url(broker_url)
+    # When the sweep runs, Then it re-publishes none of them: they wait, they are not lost
+    report = sweep_once(sessions, dispatcher, SETTINGS, now=lambda: NOW)
+    assert report.total == 0 and queue.llen(DELIVERY_QUEUE) == 500
+    # When the oldest is deleted from the queue by hand, Then the next tick recovers exactly that retry
+    queue.rpop(DELIVERY_QUEUE)
+    report = sweep_once(sessions, dispatcher, SETTINGS, now=lambda: NOW + timedelta(seconds=1))
+    assert report.redispatched == {"overdue": 1}
+    assert published(broker_url)[-1] == (rows[0]["id"], 2)
