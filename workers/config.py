@@ -17,6 +17,7 @@ from certctl_notify.publish import (
     is_redis,
 )
 from certctl_notify.settings import Settings
+from workers import redis_transport
 
 #: Seconds added to (longest held countdown + time limit) for the derived Redis visibility timeout.
 VISIBILITY_MARGIN_SECONDS = 30
@@ -70,6 +71,9 @@ def celery_config(settings: Settings) -> dict:
         # CERTCTL_RETRY_HOLD_MAX) plus its run time must fit inside it, or the retry would run early.
         # (The embedded SQLAlchemy transport takes no such option: it passes them to create_engine.)
         "broker_transport_options": redis_transport_options(settings) if is_redis(settings.broker_url) else {},
+        # kombu's Redis transport with a channel close that survives a dropped connection (a Redis
+        # restart otherwise can stop the worker); kombu lets a redis+socket:// URL's scheme win.
+        "broker_transport": redis_transport.TRANSPORT if is_redis(settings.broker_url) else None,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
