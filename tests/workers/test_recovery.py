@@ -369,24 +369,28 @@ def test_malformed_enqueue_message_is_refused_with_a_reason_and_the_worker_keeps
     assert worker.proc.poll() is None
 
 
-def test_an_intake_held_by_a_killed_worker_is_stored_within_about_a_minute_with_the_defaults(
+def test_an_intake_held_by_a_killed_worker_is_stored_after_the_consumer_timeout_not_the_visibility_timeout(
     sessions, receiver, make_env, start_worker, producer, database_proxy, broker_url
 ):
-    # Given a worker holding an alert's intake message that it cannot store yet (its database is cut off)
-    worker, _proxy = intake_during_a_database_outage("c-held-intake", make_env, start_worker, producer, database_proxy)
-    # When that worker is killed (nothing it holds is given back) and another one runs, with the
-    # intake consumer timeout and the visibility timeout left at their defaults
+    # Given a worker holding an alert's intake message that it cannot store yet (its database is cut
+    # off), with the visibility timeout left at its default and the intake consumer timeout at 3 s
+    # (30 s by default: tests/core/test_environment.py)
+    env = {"CERTCTL_INTAKE_CONSUMER_TIMEOUT": "3s"}
+    proxy, proxied_url = database_proxy
+    worker = start_worker(make_env(CERTCTL_DATABASE_URL=proxied_url, **env))
+    proxy.cut()
+    producer.send_task("certctl_notify.enqueue", kwargs=alert("c-held-intake"))
+    wait_for(lambda: "cannot store alert message" in worker.log(), message="the intake meeting the outage")
+    # When that worker is killed (nothing it holds is given back) and another one runs
     worker.kill()
     killed = time.monotonic()
-    settings = load_settings(make_env())
-    assert settings.worker.intake_consumer_timeout_seconds == 30
-    assert visibility_timeout(settings) > 30
-    start_worker(make_env())
-    # Then the alert is stored and delivered once, about half a minute later (the consumer timeout and
-    # one look of the new worker's relay): no Redis visibility timeout is involved
-    wait_for(lambda: receiver.for_key("c-held-intake"), timeout=90, interval=0.5,
+    assert visibility_timeout(load_settings(make_env(**env))) > 30
+    start_worker(make_env(**env))
+    # Then the alert is stored and delivered once within the consumer timeout and one look of the new
+    # worker's relay (half a second here), long before any visibility timeout
+    wait_for(lambda: receiver.for_key("c-held-intake"), timeout=30, interval=0.2,
              message="the held intake to come back")
-    assert time.monotonic() - killed <= 60
+    assert time.monotonic() - killed <= 3 + 10
     time.sleep(0.5)  # give a wrongly duplicated row or delivery time to show up
     assert len(receiver.for_key("c-held-intake")) == 1
     with sessions.begin() as s:
