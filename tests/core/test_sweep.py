@@ -116,17 +116,24 @@ def test_a_broker_outage_during_the_sweep_loses_nothing(sessions, make_env):
         assert store.get(s, nid).status == "pending"
 
 
-def test_a_backlog_of_queued_deliveries_is_left_alone_and_lost_ones_are_recovered(sessions, dispatcher, broker_url):
-    # Given 5,000 pending rows dispatched 10 minutes ago (older than the grace), oldest first, whose
-    # delivery messages all still wait in the queue: no worker has caught up with the backlog
+def queued_rows(sessions, dispatcher, prefix: str, count: int, **columns) -> list[dict]:
+    """``count`` rows published 10 minutes ago (older than the grace), oldest first, each 1 ms apart,
+    whose delivery messages all still wait in the queue: no worker has caught up with the backlog."""
     start = NOW - timedelta(minutes=10)
-    rows = [{"id": f"notif_backlog_{i:05d}", "type": "RenewalFailure", "channel": "Webhook", "recipient": "",
-             "message": "m", "status": "pending", "retry_count": 0, "created_at": start, "updated_at": start,
-             "dispatched_at": start + timedelta(milliseconds=i)} for i in range(5000)]
+    rows = [{"id": f"{prefix}_{i:05d}", "type": "RenewalFailure", "channel": "Webhook", "recipient": "",
+             "message": "m", "created_at": start, "updated_at": start,
+             "dispatched_at": start + timedelta(milliseconds=i), **columns} for i in range(count)]
     with sessions.begin() as s:
         s.execute(events.insert(), rows)
     for row in rows:
-        dispatcher.dispatch(row["id"], 1, row["dispatched_at"])
+        dispatcher.dispatch(row["id"], row["retry_count"] + 1, row["dispatched_at"])
+    return rows
+
+
+def test_a_backlog_of_queued_deliveries_is_left_alone_and_lost_ones_are_recovered(sessions, dispatcher, broker_url):
+    # Given 5,000 pending rows dispatched 10 minutes ago (older than the grace), oldest first, whose
+    # delivery messages all still wait in the queue: no worker has caught up with the backlog
+    rows = queued_rows(sessions, dispatcher, "notif_backlog", 5000, status="pending", retry_count=0)
     queue = redis.Redis.from_url(broker_url)
     # When the sweep runs, Then it re-publishes none of them: they are queued, not lost
     report = sweep_once(sessions, dispatcher, SETTINGS, now=lambda: NOW)
@@ -154,14 +161,8 @@ def test_released_retries_waiting_in_a_backlog_are_left_alone_and_a_lost_one_is_
 ):
     # Given 500 failed rows whose retries were due and released 10 minutes ago (older than the grace),
     # their messages all still waiting in the delivery queue behind a backlog
-    start = NOW - timedelta(minutes=10)
-    rows = [{"id": f"notif_retry_{i:04d}", "type": "RenewalFailure", "channel": "Webhook", "recipient": "",
-             "message": "m", "status": "failed", "retry_count": 1, "created_at": start, "updated_at": start,
-             "next_retry_at": start, "dispatched_at": start + timedelta(milliseconds=i)} for i in range(500)]
-    with sessions.begin() as s:
-        s.execute(events.insert(), rows)
-    for row in rows:
-        dispatcher.dispatch(row["id"], 2, row["dispatched_at"])
+    rows = queued_rows(sessions, dispatcher, "notif_retry", 500, status="failed", retry_count=1,
+                       next_retry_at=NOW - timedelta(minutes=10))
     queue = redis.Redis.from_url(broker_url)
     # When the sweep runs, Then it re-publishes none of them: they wait, they are not lost
     report = sweep_once(sessions, dispatcher, SETTINGS, now=lambda: NOW)
