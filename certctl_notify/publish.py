@@ -68,7 +68,7 @@ class CeleryDispatcher:
         self._options = {"declare": []} if is_redis(broker_url) else {}
         self._peek = (redis.Redis.from_url(broker_url, socket_timeout=PEEK_TIMEOUT_SECONDS,
                                            socket_connect_timeout=PEEK_TIMEOUT_SECONDS)
-                      if broker_url.startswith(("redis://", "rediss://")) else None)
+                      if is_redis_tcp(broker_url) else None)
 
     def dispatch(self, notification_id: str, attempt: int, dispatched_at: datetime | None = None) -> None:
         # retries=attempt-1 keeps Celery's own retry counter equal to ours, so the task's
@@ -109,6 +109,11 @@ def dispatch_quietly(dispatcher: Dispatcher, notification_id: str, attempt: int,
         )
         return False
     return True
+
+
+def is_redis_tcp(broker_url: str) -> bool:
+    """A Redis URL that redis-py opens as it is (kombu's redis+socket:// it does not)."""
+    return broker_url.startswith(("redis://", "rediss://"))
 
 
 def is_redis(broker_url: str) -> bool:

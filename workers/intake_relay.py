@@ -29,7 +29,7 @@ from certctl_notify.publish import (
     ENQUEUE_TASK,
     INTAKE_QUEUE,
     CeleryDispatcher,
-    is_redis,
+    is_redis_tcp,
 )
 from workers.intake_queue import IntakeMessage, IntakeQueue, MalformedMessage, decode
 
@@ -184,7 +184,8 @@ class IntakeStep(bootsteps.StartStopStep):
             return
         if CONTROL_QUEUE not in consumed:
             consumed.append(CONTROL_QUEUE)
-        self.enabled = is_redis(str(worker.app.conf.broker_url or ""))
+        # redis+socket:// is kombu's own spelling, which the relay's redis-py client cannot open.
+        self.enabled = is_redis_tcp(str(worker.app.conf.broker_url or ""))
         if self.enabled:
             consumed.remove(INTAKE_QUEUE)
         queues.select(consumed)

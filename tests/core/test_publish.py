@@ -5,12 +5,14 @@ from __future__ import annotations
 import base64
 import json
 
+import pytest
 import redis
 
 from certctl_notify.publish import (
     DELIVER_TASK,
     DELIVERY_QUEUE,
     CeleryDispatcher,
+    is_redis_tcp,
     make_producer,
 )
 
@@ -31,3 +33,11 @@ def test_a_published_delivery_is_the_message_stock_celery_reads(broker_url):
     assert message["headers"]["argsrepr"] == "['notif_wire', 3]"  # what Flower shows
     body = json.loads(base64.b64decode(message["body"]))
     assert body[0] == ["notif_wire", 3]
+
+
+@pytest.mark.parametrize("url, redis_tcp", [("redis://h:6379/0", True), ("rediss://h:6380/0", True),
+                                           ("redis+socket:///run/redis.sock", False), ("amqp://h//", False),
+                                           ("sqla+sqlite:///var/broker.sqlite", False)])
+def test_the_relay_and_the_queue_peek_only_take_urls_redis_py_opens(url, redis_tcp):
+    # redis+socket:// is kombu's spelling: there the worker leaves the intake queue to Celery's consumer
+    assert is_redis_tcp(url) is redis_tcp
