@@ -35,6 +35,7 @@ import argparse
 import ast
 import base64
 import collections
+import contextlib
 import http.client
 import json
 import os
@@ -262,12 +263,9 @@ class RedisServer:
         while True:
             if self.proc.poll() is not None:
                 raise BenchError(f"redis-server exited with {self.proc.returncode}: {self.log_tail()}")
-            try:
-                with redis.Redis(port=self.port, socket_timeout=1) as client:
-                    if client.ping():
-                        return self
-            except redis.RedisError:
-                pass
+            with contextlib.suppress(redis.RedisError), redis.Redis(port=self.port, socket_timeout=1) as client:
+                if client.ping():
+                    return self
             if time.monotonic() > deadline:
                 raise BenchError(f"redis-server did not answer within {timeout:g} s: {self.log_tail()}")
             time.sleep(0.02)
@@ -336,10 +334,8 @@ class Receiver:
                 receiver.requests.append(Received(time.monotonic(), notification_id, headers.get("webhook-id"),
                                                   key, status, signature_ok))
                 reason = b"Service Unavailable" if failing else b"OK"
-                try:
+                with contextlib.suppress(OSError):  # the worker was killed while we answered
                     self.wfile.write(b"HTTP/1.1 %d %s\r\ncontent-length: 0\r\n\r\n" % (status, reason))
-                except OSError:
-                    pass  # the worker was killed while we answered
 
             def log_message(self, *args):
                 """Silent."""
@@ -405,10 +401,8 @@ class Service:
 
     def kill_all(self) -> None:
         for process in reversed(process_tree(self.proc)):
-            try:
+            with contextlib.suppress(Exception):  # gone meanwhile
                 process.kill()
-            except Exception:  # gone meanwhile
-                pass
         if self.proc is not None:
             self.proc.wait(10)
         self._close()
@@ -503,11 +497,9 @@ class CommandLog:
         return next((t for t, n, text in list(self.commands) if n == name and t >= after and task_id in text), None)
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # closing what may be gone already
             self.client.close()
             self.client.connection_pool.disconnect()
-        except Exception:  # closing what may be gone already
-            pass
 
 
 # --- the alerts ---------------------------------------------------------------------------------------
@@ -1174,10 +1166,8 @@ class Chaos:
         import psutil
 
         for process in [worker.process, *children]:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 process.kill()
-            except psutil.NoSuchProcess:
-                pass
         if worker.popen is not None:
             worker.popen.wait(10)
         else:
@@ -1429,10 +1419,8 @@ class Chaos:
 
         def kill_processes(processes):
             for process in processes:
-                try:
+                with contextlib.suppress(psutil.NoSuchProcess):
                     process.kill()
-                except psutil.NoSuchProcess:
-                    pass
 
         def keep_pg_log():
             if self.pg is not None and self.pg.log.exists():

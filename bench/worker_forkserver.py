@@ -18,6 +18,7 @@ restored in each worker, whose prefork pool needs it).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -85,10 +86,8 @@ def _run_worker(request: dict) -> None:
     finally:
         with_flush = (sys.stdout, sys.stderr)
         for stream in with_flush:
-            try:
+            with contextlib.suppress(Exception):  # the log may be gone; exiting matters more
                 stream.flush()
-            except Exception:  # the log may be gone; exiting matters more
-                pass
         os._exit(code)
 
 
