@@ -20,6 +20,7 @@ from certctl_notify.db import make_sessions
 from certctl_notify.environment import load_settings
 from certctl_notify.migrate import upgrade
 from certctl_notify.publish import make_producer
+from tests.support.browser import browser_session, new_page
 from tests.support.receiver import Receiver
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.worker import WorkerProcess
@@ -248,6 +249,25 @@ def start_worker(tmp_path, request):
     if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
         for worker in started:
             print(f"--- {worker.log_path.name} ---\n{worker.log()[-6000:]}")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's chromium under sync Playwright, one per session; a missing chromium or axe-core fails.
+
+    From its start to the session's end, Playwright's event loop counts as running in the main thread
+    (between sync calls too): a test that calls asyncio.run() there then fails. None does today
+    (aiosmtpd runs its loop in a thread of its own).
+    """
+    with browser_session() as b:
+        yield b
+
+
+@pytest.fixture
+def page(browser):
+    """A page in a fresh browser context (1280x800, 10 s default timeout), closed after the test."""
+    with new_page(browser) as p:
+        yield p
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
