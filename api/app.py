@@ -6,8 +6,9 @@ import logging
 
 from flask import Flask
 
-from api import errors, health, notifications, openapi, requeue_jobs, stats, workers
+from api import auth, console, errors, health, notifications, openapi, requeue_jobs, stats, workers
 from api import metrics as metrics_view
+from api.console import session as console_session
 from api.deps import Deps
 from api.params import MAX_BODY_BYTES
 from certctl_notify.db import make_sessions
@@ -35,7 +36,10 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
         metrics=metrics,
         scrape=scrape_registry(sessions, settings.broker_url, metrics, settings.metrics_dir),
     )
+    console_session.configure(app, settings)
     errors.init_app(app)
+    auth.init_app(app)
+    console.init_app(app)
     for blueprint in (health.bp, notifications.bp, requeue_jobs.bp, stats.bp, metrics_view.bp, workers.bp,
                       openapi.bp):
         app.register_blueprint(blueprint)

@@ -55,7 +55,9 @@ def run_dev(*, demo: bool, port: int | None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     threading.Thread(target=server.serve_forever, daemon=True).start()
     click.echo(f"certctl-notify dev: data {settings.database_url}, broker {settings.broker_url}")
-    click.echo(f"API listening on http://{settings.api.host}:{server.server_port}", color=False)
+    base = f"http://{settings.api.host}:{server.server_port}"
+    click.echo(f"API listening on {base}", color=False)
+    click.echo(f"Console: {base}/console/", color=False)
     sys.stdout.flush()
     if demo:
         deps = app.extensions["certctl"]  # outside a request: the Deps built by create_app
@@ -63,8 +65,8 @@ def run_dev(*, demo: bool, port: int | None) -> int:
             [result] = enqueue_alert(deps.sessions, deps.dispatcher, {
                 "type": alert_type, "channel": "Webhook", "certificate_id": key, "message": message})
             click.echo(f"demo: enqueued {result.row.id} ({key}: the receiver {behaviour})")
-        click.echo(f"demo: follow one with: curl http://{settings.api.host}:{server.server_port}"
-                   "/api/v1/notifications/<id>")
+        click.echo(f"demo: watch them in the console at {base}/console/notifications "
+                   f"(the dead one appears in about 25 s), or: curl {base}/api/v1/notifications/<id>")
         sys.stdout.flush()
     try:
         while not stop.is_set() and worker.poll() is None:

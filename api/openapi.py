@@ -21,7 +21,8 @@ bp = Blueprint("openapi", __name__, url_prefix="/api/v1")
 ERRORS = {
     400: ("BadRequest", "A query parameter out of range or not one of its values, or a non-JSON body."),
     401: ("Unauthorized", "No key, an unknown key, or not a Bearer header."),
-    403: ("Forbidden", "A read key on an action that needs an admin key."),
+    403: ("Forbidden", "A read key on an action that needs an admin key; a console session's request without "
+               "its CSRF token; a state-changing request sent by another site's page."),
     404: ("NotFound", "No such notification or requeue job."),
     409: ("Conflict", "The row or job is in the wrong state, or a bulk requeue already runs."),
     413: ("TooLarge", f"The body is larger than {MAX_BODY_BYTES} bytes."),
@@ -99,7 +100,8 @@ def bulk_requeue_request() -> dict:
     fields = {
         "status": {"oneOf": [dead_or_failed, {"type": "array", "items": dead_or_failed, "minItems": 1}],
                    "default": "dead"},
-        "channel": nullable(enum(Channel)), "type": nullable(enum(AlertType)), "q": nullable(text(500)),
+        "channel": nullable(enum(Channel)), "type": nullable(enum(AlertType)),
+        "certificate_id": nullable(text(500)), "q": nullable(text(500)),
         "created_after": nullable(TIME), "created_before": nullable(TIME),
         "ids": {"type": "array", "items": STR, "maxItems": MAX_IDS},
         "dry_run": {"type": "boolean", "default": False},

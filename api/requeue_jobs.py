@@ -19,7 +19,7 @@ bp.url_value_preprocessor(params.no_nul_in_path)
 
 #: Most ids one bulk requeue may name explicitly.
 MAX_IDS = 1000
-_FIELDS = {"status", "channel", "type", "q", "created_after", "created_before", "ids", "dry_run"}
+_FIELDS = {"status", "channel", "type", "certificate_id", "q", "created_after", "created_before", "ids", "dry_run"}
 
 
 def _filter(body: dict) -> NotificationFilter:
@@ -39,6 +39,7 @@ def _filter(body: dict) -> NotificationFilter:
         statuses=tuple(dict.fromkeys(statuses)),
         channel=params.choice("channel", body.get("channel"), Channel, status=422),
         type=params.choice("type", body.get("type"), AlertType, status=422),
+        certificate_id=params.text("certificate_id", body.get("certificate_id"), status=422),
         q=params.text("q", body.get("q"), status=422),
         created_after=params.timestamp("created_after", body.get("created_after"), status=422),
         created_before=params.timestamp("created_before", body.get("created_before"), status=422),

@@ -301,7 +301,22 @@ def _api(r: _Reader) -> ApiSettings:
         port=r.integer("CERTCTL_API_PORT", ApiSettings.port),
         requeue_rate=float(r.integer("CERTCTL_REQUEUE_RATE", int(ApiSettings.requeue_rate), minimum=1)),
         metrics_auth=r.boolean("CERTCTL_METRICS_AUTH", ApiSettings.metrics_auth),
+        console_secret=_console_secret(r.text("CERTCTL_CONSOLE_SECRET")),
+        console_session_seconds=_positive(r.duration("CERTCTL_CONSOLE_SESSION", ApiSettings.console_session_seconds),
+                                          "CERTCTL_CONSOLE_SESSION"),
     )
+
+
+def _console_secret(value: str | None) -> str | None:
+    if value is not None and len(value) < 32:
+        raise ConfigError("CERTCTL_CONSOLE_SECRET must be at least 32 characters (e.g. openssl rand -hex 32)")
+    return value
+
+
+def _positive(seconds: float, name: str) -> float:
+    if seconds <= 0:
+        raise ConfigError(f"{name} must be more than 0")
+    return seconds
 
 
 def _monitor(r: _Reader) -> MonitorSettings:

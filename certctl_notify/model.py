@@ -194,6 +194,8 @@ class NotificationAttempt(Base):
         CheckConstraint(
             "error_class IS NULL OR error_class IN ('transient', 'permanent')", name="error_class"
         ),
+        # The console's per-hour activity reads only the last day's attempts (store/activity.py).
+        Index("idx_notification_attempts_finished", "finished_at"),
     )
 
 

@@ -116,6 +116,11 @@ def is_redis_tcp(broker_url: str) -> bool:
     return broker_url.startswith(("redis://", "rediss://"))
 
 
+def is_embedded_broker(broker_url: str) -> bool:
+    """kombu's SQLAlchemy transport (the embedded mode's SQLite broker): no broadcast, so no inspect."""
+    return broker_url.startswith(("sqla+", "sqlalchemy+"))
+
+
 def is_redis(broker_url: str) -> bool:
     return broker_url.startswith(("redis://", "rediss://", "redis+socket://"))
 

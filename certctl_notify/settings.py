@@ -156,6 +156,9 @@ class ApiSettings:
     port: int = 8080
     requeue_rate: float = 100.0  #: rows per second a bulk requeue requeues at most
     metrics_auth: bool = False  #: require a read key for /metrics
+    #: signs the console's session cookie; unset: derived from the API keys (changing a key signs everyone out)
+    console_secret: str | None = field(default=None, repr=False)
+    console_session_seconds: float = 12 * 3600.0  #: how long a console sign-in lasts
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@
 - `transitions`: the claim and every status change, each one guarded statement (`transitions.guarded`);
 - `attempts`: the per-attempt audit trail;
 - `listing`: filtered listings, summaries, the rows a filter matches;
+- `activity`: attempt outcomes per hour and channel (the console's chart);
 - `audit`: the operator audit log; `jobs`: bulk requeue jobs; `redispatch`: what the sweep re-publishes;
 - `dialect`: everything that differs between PostgreSQL and SQLite.
 
@@ -11,6 +12,7 @@ Functions take a Core `Connection` inside a transaction and never commit: the ca
 transaction. The names below are the store's API, so callers write ``store.claim(...)``.
 """
 
+from certctl_notify.store.activity import HourBucket, OutcomeCounts, hourly_outcomes, last_finished_attempt
 from certctl_notify.store.attempts import MAX_ERROR_CHARS, finish_attempt, list_attempts
 from certctl_notify.store.audit import add_audit, list_audit
 from certctl_notify.store.dialect import try_sweep_lock
@@ -24,7 +26,13 @@ from certctl_notify.store.jobs import (
     running_job,
     take_over_stalled_jobs,
 )
-from certctl_notify.store.listing import NotificationFilter, count_matching, list_notifications, summary
+from certctl_notify.store.listing import (
+    NotificationFilter,
+    count_matching,
+    counts_by_status,
+    list_notifications,
+    summary,
+)
 from certctl_notify.store.notifications import (
     count_by_status,
     get,
@@ -45,10 +53,11 @@ from certctl_notify.store.transitions import (
 )
 
 __all__ = [
-    "MAX_ERROR_CHARS", "NotificationFilter", "add_audit", "advance_job", "cancel_job", "claim", "count_by_status",
-    "count_matching", "due_for_redispatch", "finish_attempt", "finish_job", "get", "get_by_dedupe_key", "get_job",
-    "insert_job", "insert_notification", "insert_notification_audited", "job_batch_ids", "list_attempts",
-    "list_audit", "list_notifications", "mark_dead", "mark_dispatched", "mark_failed", "mark_read", "mark_sent",
+    "add_audit", "advance_job", "cancel_job", "claim", "count_by_status", "count_matching", "counts_by_status",
+    "due_for_redispatch", "finish_attempt", "finish_job", "get", "get_by_dedupe_key", "get_job", "HourBucket",
+    "hourly_outcomes", "insert_job", "insert_notification", "insert_notification_audited", "job_batch_ids",
+    "last_finished_attempt", "list_attempts", "list_audit", "list_notifications", "mark_dead", "mark_dispatched",
+    "mark_failed", "mark_read", "mark_sent", "MAX_ERROR_CHARS", "NotificationFilter", "OutcomeCounts",
     "record_sent", "requeue", "requeue_many", "running_job", "summary", "take_due_retries",
     "take_over_stalled_jobs", "try_sweep_lock",
 ]

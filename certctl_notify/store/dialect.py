@@ -5,6 +5,7 @@
   against another's would be shorter or longer than configured. SQLite is one host by design; there
   it is the same clock, at millisecond resolution in the text format the rows are stored in;
 - ``INSERT … ON CONFLICT DO NOTHING``, ``greatest`` (SQLite's two-argument ``max``);
+- the UTC hour a timestamp falls in (``utc_hour``), for per-hour counts;
 - whether several writes can be one statement (PostgreSQL's data-modifying CTEs): the delivery steps
   then cost one round trip, and on SQLite they are two statements in one transaction;
 - the sweep's lock: a PostgreSQL advisory lock; on SQLite ``BEGIN IMMEDIATE`` serialises writers.
@@ -44,6 +45,14 @@ class db_now_plus(FunctionElement):  # noqa: N801
         super().__init__(bindparam(seconds_param, type_=Float()))
 
 
+class utc_hour(FunctionElement):  # noqa: N801
+    """The start of the UTC hour that a timestamp column falls in."""
+
+    type = UTCDateTime()
+    name = "utc_hour"
+    inherit_cache = True
+
+
 class greatest(GenericFunction):  # noqa: N801
     """The larger of two values."""
 
@@ -68,6 +77,19 @@ def _now_plus_postgresql(element, compiler, **kw):
 @compiles(db_now_plus, "sqlite")
 def _now_plus_sqlite(element, compiler, **kw):
     return _SQLITE_NOW.format(f", printf('%+.3f seconds', {compiler.process(element.clauses, **kw)})")
+
+
+@compiles(utc_hour, "postgresql")
+def _utc_hour_postgresql(element, compiler, **kw):
+    # date_trunc on a timestamptz truncates in the session's TimeZone (an hour starting at :30 in
+    # India); truncating the UTC wall time keeps the buckets on UTC hours whatever the session says.
+    return f"date_trunc('hour', {compiler.process(element.clauses, **kw)} AT TIME ZONE 'UTC')"
+
+
+@compiles(utc_hour, "sqlite")
+def _utc_hour_sqlite(element, compiler, **kw):
+    # UTCDateTime stores naive UTC text there, which strftime reads as UTC.
+    return f"strftime('%Y-%m-%d %H:00:00', {compiler.process(element.clauses, **kw)})"
 
 
 @compiles(greatest, "sqlite")

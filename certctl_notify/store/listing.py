@@ -4,7 +4,7 @@ filter matches (for bulk requeue)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy import Connection, Row, func, select
@@ -90,3 +90,12 @@ def count_matching(session: Connection, f: NotificationFilter, *, unchanged_sinc
     if unchanged_since is not None:
         where.append(events.c.updated_at <= unchanged_since)
     return session.execute(select(func.count()).select_from(events).where(*where)).scalar_one()
+
+
+def counts_by_status(session: Connection, f: NotificationFilter) -> dict[str, int]:
+    """Rows per status among those ``f`` matches (its ``statuses`` ignored): the console's tab counts."""
+    where = filter_clauses(replace(f, statuses=()))
+    rows = session.execute(select(events.c.status, func.count()).where(*where).group_by(events.c.status)).all()
+    counts = {s.value: 0 for s in Status}
+    counts.update({status: n for status, n in rows})
+    return counts
