@@ -9,11 +9,18 @@ from __future__ import annotations
 
 import functools
 
+import logging
+
 from flask import g, redirect, render_template, request, url_for
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from api.auth import current_viewer
 from api.console import bp
 from api.errors import ApiError, envelope
+from certctl_notify.db import is_unavailable
+
+log = logging.getLogger("certctl_notify.api")
 
 #: Request header the console's script sends when it wants only a page's live region.
 FRAGMENT_HEADER = "X-Console-Fragment"
@@ -51,3 +58,16 @@ def _error_page(exc: ApiError):
     if is_fragment():
         return envelope(exc.status, exc.code, exc.message)
     return render_template("console/error.html", status=exc.status, message=exc.message), exc.status
+
+
+@bp.errorhandler(DBAPIError)
+@bp.errorhandler(PoolTimeout)
+def _database_page(exc: Exception):
+    """The database is down: say so on the page (503) instead of a JSON body; any other error is a 500."""
+    if is_unavailable(exc):
+        log.warning("console: database unavailable in %s %s: %s", request.method, request.path,
+                    str(exc).splitlines()[0])
+        return _error_page(ApiError(503, "database_unavailable",
+                                    "the database cannot be reached; this page will work again when it is back"))
+    log.exception("console: database error in %s %s", request.method, request.path)
+    return _error_page(ApiError(500, "internal_error", "the server failed to handle this request; see its log"))

@@ -58,6 +58,12 @@ def test_dev_demo_shows_sent_and_dead_rows_within_a_minute_and_stops_cleanly(tmp
         down = status("demo-down")
         assert down["retry_count"] == 5 and "HTTP 503" in down["last_error"]
         assert [a["outcome"] for a in down["attempts"]] == ["retry"] * 4 + ["dead"]
+        # And it printed the console's address, where the dead letters are listed without any sign-in
+        console = re.search(r"Console: (http://\S+)", log()).group(1)
+        assert console == f"{base}/console/"
+        page = httpx.get(f"{console}notifications?tab=dead")
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+        assert ids["demo-down"] in page.text and "Attempt 5/5" in page.text
         # And the data lives in a SQLite file under ./var
         assert (tmp_path / "var" / "certctl-notify.sqlite").exists()
     finally:
