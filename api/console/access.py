@@ -8,7 +8,6 @@ sign-in form into a table.
 from __future__ import annotations
 
 import functools
-
 import logging
 
 from flask import g, redirect, render_template, request, url_for
