@@ -12,7 +12,7 @@ import pytest
 from playwright.sync_api import Error as PlaywrightError
 
 from tests.support import browser as support
-from tests.support.browser import axe_violations, dialogs, save_screenshot, tab_order
+from tests.support.browser import axe_violations, dialogs, enabled_controls, save_screenshot, tab_order
 
 CSP = "default-src 'self'; script-src 'self'"
 
@@ -28,6 +28,10 @@ PAGES = {
     "/alert": (_HEAD.format(title="Alert") + '<body><main><h1>Alert</h1><script src="/alert.js"></script>'
                "</main></body></html>", "text/html; charset=utf-8"),
     "/alert.js": ("alert('hello from alert.js');", "text/javascript"),
+    # A datetime-local input takes one Tab per field (month, day, year, hour, minute, AM/PM) in chromium.
+    "/date": (_HEAD.format(title="Date") + '<body><main><h1>Filter</h1><label>From <input type="datetime-local" '
+              'id="from"></label><button id="apply" type="button">Apply</button></main></body></html>',
+              "text/html; charset=utf-8"),
     # An injected inline script, as an XSS would be: the CSP blocks it, so no dialog opens.
     "/inline": (_HEAD.format(title="Inline") + "<body><main><h1>Inline</h1><script>alert('xss')</script>"
                 "</main></body></html>", "text/html; charset=utf-8"),
@@ -80,6 +84,12 @@ def test_tab_order_reaches_both_buttons(page, site):
     assert tab_order(page) == expected
     page.focus("#cancel")  # a walk started mid-page still reports the order from the top
     assert tab_order(page) == expected
+
+
+def test_tab_order_counts_a_control_with_several_fields_once(page, site):
+    page.goto(site + "/date")
+    assert tab_order(page) == ['input#from "From"', 'button#apply "Apply"']
+    assert enabled_controls(page) == tab_order(page)
 
 
 def test_screenshot_is_a_full_page_png(page, site):

@@ -40,10 +40,10 @@ def page(scope: str = "read"):
                 if is_fragment():
                     raise ApiError(401, "unauthorized", "the console session has ended; sign in again")
                 return redirect(url_for("console.sign_in", next=request.full_path.rstrip("?")))
+            g.viewer = viewer  # set first: a refusal page still shows who is signed in, and Sign out
+            g.actor = viewer.name
             if scope == "admin" and not viewer.is_admin:
                 raise ApiError(403, "forbidden", f"this page needs an admin key; '{viewer.name}' is {viewer.scope}")
-            g.viewer = viewer
-            g.actor = viewer.name
             return view(*args, **kwargs)
 
         return wrapped

@@ -38,7 +38,8 @@ def overview():
         _, latest_dead = store.list_notifications(session, NotificationFilter(statuses=(Status.DEAD.value,)),
                                                   page=1, per_page=LATEST_DEAD)
     charts = [(None, chart.activity_svg(hours))]
-    charts += [(name, chart.activity_svg(hours, channel=name)) for name in chart.channels_with_activity(hours)]
+    charts += [(name, chart.activity_svg(hours, channel=name, width=440, height=150))
+               for name in chart.channels_with_activity(hours)]
     return _render("console/overview.html", "console/_overview_live.html", active="overview", summary=summary,
                    charts=charts, latest_dead=latest_dead, checked_at=now)
 

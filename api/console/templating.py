@@ -10,15 +10,20 @@ from api.console import session as console_session
 from certctl_notify.model import Status
 
 
-def fmt_time(moment: datetime | None) -> str:
-    """``2026-12-03 18:24:44 UTC`` (every time in the console is UTC, and says so)."""
+def fmt_time(moment: datetime | None, *, zone: bool = True) -> str:
+    """``2026-12-03 18:24:44 UTC`` (every time in the console is UTC; ``zone=False`` where a heading says so)."""
     if moment is None:
         return "—"
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S" + (" UTC" if zone else ""))
 
 
 def iso(moment: datetime | None) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z") if moment else ""
+
+
+def fmt_iso(text: str | None) -> str:
+    """An ISO 8601 string (as the inspector reports times) the way `fmt_time` writes times."""
+    return fmt_time(datetime.fromisoformat(text)) if text else "—"
 
 
 def local_input(moment: datetime | None) -> str:
@@ -47,7 +52,8 @@ def attempt_number(row) -> int:
 
 
 def init_app(app: Flask) -> None:
-    app.jinja_env.filters.update(fmt_time=fmt_time, iso=iso, fmt_seconds=fmt_seconds, local_input=local_input)
+    app.jinja_env.filters.update(fmt_time=fmt_time, iso=iso, fmt_seconds=fmt_seconds, local_input=local_input,
+                               fmt_iso=fmt_iso)
     app.jinja_env.globals.update(attempt_number=attempt_number)
 
     @app.context_processor

@@ -119,20 +119,8 @@ def save_screenshot(page: Page, name: str) -> Path:
 #: One Tab press: describes the focused element (into shadow roots and same-origin iframes) and tells
 #: whether focus is outside the page (the browser's UI, between the last control and the first) or on
 #: an element it has already been on this walk.
-_TAB_STEP = """() => {
-    let el = document.activeElement;
-    for (;;) {
-        if (el && el.shadowRoot && el.shadowRoot.activeElement) { el = el.shadowRoot.activeElement; continue; }
-        let inner = null;
-        try { inner = el && el.contentDocument && el.contentDocument.activeElement; } catch (e) { inner = null; }
-        if (inner && inner !== inner.ownerDocument.body) { el = inner; continue; }
-        break;
-    }
-    const outside = !el || el === document.body || el === document.documentElement;
-    const key = outside ? 'outside' : el;
-    const seen = window.__certctlTabWalk.has(key);
-    window.__certctlTabWalk.add(key);
-    if (outside) return {seen, outside, description: null};
+#: How a control is named: ``tag#id "label"`` by its accessible-name sources, in order.
+_DESCRIBE = """(el) => {
     const clean = (s) => (s || '').replace(/\\s+/g, ' ').trim().slice(0, 80);
     const labelledBy = (el.getAttribute('aria-labelledby') || '').split(/\\s+/)
         .map((id) => id && el.ownerDocument.getElementById(id)).filter(Boolean).map((e) => e.textContent).join(' ');
@@ -140,8 +128,44 @@ _TAB_STEP = """() => {
         || clean(el.labels && el.labels[0] && el.labels[0].innerText) || clean(el.innerText)
         || clean(el.getAttribute('title')) || clean(el.getAttribute('placeholder')) || clean(el.value);
     const tag = el.tagName.toLowerCase() + (el.id ? '#' + el.id : '');
-    return {seen, outside, description: label ? `${tag} "${label}"` : tag};
+    return label ? `${tag} "${label}"` : tag;
 }"""
+
+_TAB_STEP = f"""() => {{
+    let el = document.activeElement;
+    for (;;) {{
+        if (el && el.shadowRoot && el.shadowRoot.activeElement) {{ el = el.shadowRoot.activeElement; continue; }}
+        let inner = null;
+        try {{ inner = el && el.contentDocument && el.contentDocument.activeElement; }} catch (e) {{ inner = null; }}
+        if (inner && inner !== inner.ownerDocument.body) {{ el = inner; continue; }}
+        break;
+    }}
+    const outside = !el || el === document.body || el === document.documentElement;
+    const key = outside ? 'outside' : el;
+    // a control that keeps focus for several presses (a datetime-local input: one per field) counts once
+    const same = !outside && window.__certctlTabLast === el;
+    window.__certctlTabLast = key;
+    const seen = !same && window.__certctlTabWalk.has(key);
+    window.__certctlTabWalk.add(key);
+    if (outside) return {{seen, same, outside, description: null}};
+    return {{seen, same, outside, description: ({_DESCRIBE})(el)}};
+}}"""
+
+#: The page's enabled, rendered controls in document order (no positive tabindex assumed); only those
+#: of the modal dialog when one is open (the rest of the page is inert then).
+_CONTROLS = f"""() => {{
+    const root = document.querySelector('dialog[open]:modal') || document;
+    const candidates = root.querySelectorAll('a[href], button, input, select, textarea, summary, [tabindex]');
+    return Array.from(candidates).filter((el) => el.tabIndex >= 0 && !el.disabled && el.type !== 'hidden'
+            && !el.closest('[inert], dialog:not([open])') && el.getClientRects().length > 0
+            && getComputedStyle(el).visibility !== 'hidden').map({_DESCRIBE});
+}}"""
+
+
+def enabled_controls(page: Page) -> list[str]:
+    """Links, buttons and fields a keyboard user should reach, in document order, named as `tab_order` names them."""
+    return page.evaluate(_CONTROLS)
+
 
 
 def tab_order(page: Page, limit: int = 200) -> list[str]:
@@ -155,11 +179,13 @@ def tab_order(page: Page, limit: int = 200) -> list[str]:
         for _ in range(limit):
             page.keyboard.press("Tab")
             step = page.evaluate(_TAB_STEP)
+            if step["same"]:
+                continue
             if step["seen"]:
                 break
             steps.append(step["description"])
     finally:
-        page.evaluate("() => { delete window.__certctlTabWalk; }")
+        page.evaluate("() => { delete window.__certctlTabWalk; delete window.__certctlTabLast; }")
     if None in steps:
         i = steps.index(None)
         steps = steps[i + 1:] + steps[:i]

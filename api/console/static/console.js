@@ -168,6 +168,7 @@
     const noun = opener.dataset.noun;
     let job = null;
     let timer = null;
+    let pollSeq = 0; // a poll answered after a newer one started (e.g. across Cancel) is dropped
 
     question.textContent = "Counting…";
     status.textContent = "";
@@ -207,8 +208,10 @@
     };
 
     async function poll() {
+      const seq = ++pollSeq;
       try {
         const state = await api("GET", `/api/v1/requeue-jobs/${encodeURIComponent(job.job_id)}`);
+        if (seq !== pollSeq) return;
         progress.value = state.requeued + state.skipped;
         const counts = `${state.requeued.toLocaleString("en-US")} of ${state.matched.toLocaleString("en-US")} requeued` +
           (state.skipped ? `, ${state.skipped.toLocaleString("en-US")} skipped (changed meanwhile)` : "");
@@ -223,6 +226,7 @@
         cancel.hidden = true;
         close.focus();
       } catch (error) {
+        if (seq !== pollSeq) return;
         status.textContent = `Could not read the job's progress: ${error.message}`;
         timer = setTimeout(poll, POLL_JOB_MS * 4);
       }
@@ -230,6 +234,8 @@
 
     cancel.onclick = async () => {
       cancel.disabled = true;
+      clearTimeout(timer);
+      pollSeq++;
       try {
         await api("POST", `/api/v1/requeue-jobs/${encodeURIComponent(job.job_id)}/cancel`);
       } catch (error) {
