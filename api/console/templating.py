@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from flask import Flask, g
+from flask import Flask, g, url_for
 
 from api.console import session as console_session
 from certctl_notify.model import Status
@@ -51,7 +51,13 @@ def attempt_number(row) -> int:
     return row.retry_count + 1 if row.status == Status.PENDING.value or delivered else row.retry_count
 
 
-def init_app(app: Flask) -> None:
+def init_app(app: Flask, digests: dict[str, str]) -> None:
+    """Filters and globals of the console's templates; ``digests`` version the static files' URLs."""
+
+    def static_url(filename: str) -> str:
+        return url_for("console.static", filename=filename, v=digests.get(filename))
+
+    app.jinja_env.globals.update(static_url=static_url)
     app.jinja_env.filters.update(fmt_time=fmt_time, iso=iso, fmt_seconds=fmt_seconds, local_input=local_input,
                                fmt_iso=fmt_iso)
     app.jinja_env.globals.update(attempt_number=attempt_number)

@@ -354,3 +354,13 @@ def test_a_database_outage_is_a_page_saying_so_and_the_console_recovers(make_env
     assert fragment.status_code == 503 and fragment.json["error"] == "database_unavailable"
     proxy.restore()
     assert client.get("/console/notifications").status_code == 200
+
+
+def test_static_files_are_cached_for_good_under_urls_that_change_with_their_content(admin):
+    page = Tags(admin.get("/console/").get_data(as_text=True))
+    [script] = page.all("script")
+    [sheet] = [link for link in page.all("link") if link.get("rel") == "stylesheet"]
+    for url, name in ((script["src"], "console.js"), (sheet["href"], "console.css")):
+        assert re.fullmatch(rf"/console/static/{name}\?v=[0-9a-f]{{12}}", url)
+        response = admin.get(url)
+        assert response.status_code == 200 and "max-age=31536000" in response.headers["Cache-Control"]
