@@ -250,7 +250,31 @@ class RequeueJob(Base):
     )
 
 
+# --- counts maintained by triggers (migration 0008) -------------------------------------------
+
+
+class StatusCount(Base):
+    """Rows per status, kept by triggers on notification_events; add the unfolded deltas to read."""
+
+    __tablename__ = "notification_status_counts"
+
+    status: Mapped[str] = mapped_column(Text, primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger, server_default="0")
+
+
+class StatusCountDelta(Base):
+    """A change of the counts not yet folded into `StatusCount` (PostgreSQL: appended, never locked)."""
+
+    __tablename__ = "notification_status_deltas"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    status: Mapped[str] = mapped_column(Text)
+    n: Mapped[int] = mapped_column(BigInteger)
+
+
 events = NotificationEvent.__table__
 attempts = NotificationAttempt.__table__
 audit_log = AuditEntry.__table__
 requeue_jobs = RequeueJob.__table__
+status_counts = StatusCount.__table__
+status_deltas = StatusCountDelta.__table__

@@ -25,6 +25,8 @@ ENQUEUE_TASK = "certctl_notify.enqueue"
 SWEEP_TASK = "certctl_notify.sweep"
 #: Name of the periodic task that publishes the due retries waiting in PostgreSQL.
 RELEASE_TASK = "certctl_notify.release_retries"
+#: folds the status counts' deltas into their base (store/counts.py); beat runs it every few seconds
+FOLD_COUNTS_TASK = "certctl_notify.fold_counts"
 #: Name of the task that works through a bulk requeue job in rate-limited chunks.
 BULK_REQUEUE_TASK = "certctl_notify.bulk_requeue"
 #: Queue the delivery tasks travel on (prefetch 1, late acks).

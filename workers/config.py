@@ -10,6 +10,7 @@ from certctl_notify.publish import (
     CONTROL_QUEUE,
     DELIVER_TASK,
     DELIVERY_QUEUE,
+    FOLD_COUNTS_TASK,
     INTAKE_QUEUE,
     QUEUES,
     RELEASE_TASK,
@@ -17,6 +18,7 @@ from certctl_notify.publish import (
     is_redis,
 )
 from certctl_notify.settings import Settings
+from certctl_notify.store.counts import COUNT_FOLD_INTERVAL_SECONDS
 from workers import redis_transport
 
 #: Seconds added to (longest held countdown + time limit) for the derived Redis visibility timeout.
@@ -89,7 +91,8 @@ def celery_config(settings: Settings) -> dict:
         "task_default_queue": INTAKE_QUEUE,
         "task_queues": tuple(Queue(name) for name in QUEUES),
         "task_routes": {DELIVER_TASK: {"queue": DELIVERY_QUEUE},
-                        **{name: {"queue": CONTROL_QUEUE} for name in (SWEEP_TASK, RELEASE_TASK, BULK_REQUEUE_TASK)}},
+                        **{name: {"queue": CONTROL_QUEUE} for name in (SWEEP_TASK, RELEASE_TASK, BULK_REQUEUE_TASK,
+                                                                            FOLD_COUNTS_TASK)}},
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "enable_utc": True,
@@ -105,6 +108,12 @@ def celery_config(settings: Settings) -> dict:
                 "task": RELEASE_TASK,
                 "schedule": settings.retry.release_interval_seconds,
                 "options": {"expires": settings.retry.release_interval_seconds},
+            },
+            # keeps the deltas a count read sums few (store/counts.py)
+            "certctl-fold-counts": {
+                "task": FOLD_COUNTS_TASK,
+                "schedule": COUNT_FOLD_INTERVAL_SECONDS,
+                "options": {"expires": COUNT_FOLD_INTERVAL_SECONDS},
             },
         },
         "beat_schedule_filename": str(settings.data_dir / "celerybeat-schedule"),

@@ -8,6 +8,7 @@ import logging
 from celery import Celery, Task
 from celery.exceptions import Reject
 
+from certctl_notify import store
 from certctl_notify.bulk import CHUNK_SECONDS, run_chunk
 from certctl_notify.db import UNAVAILABLE
 from certctl_notify.delivery import Attempt
@@ -17,6 +18,7 @@ from certctl_notify.publish import (
     BULK_REQUEUE_TASK,
     DELIVER_TASK,
     ENQUEUE_TASK,
+    FOLD_COUNTS_TASK,
     RELEASE_TASK,
     SWEEP_TASK,
     CeleryDispatcher,
@@ -120,6 +122,12 @@ def register_tasks(app: Celery, runtime: Runtime) -> None:
     def sweep() -> int:
         """One sweep tick (beat runs it every CERTCTL_NOTIFICATION_RETRY_INTERVAL)."""
         return sweep_once(runtime.sessions, dispatcher, runtime.settings.sweep, metrics=runtime.metrics).total
+
+    @app.task(name=FOLD_COUNTS_TASK)
+    def fold_counts() -> int:
+        """Fold the status counts' deltas into their base (beat runs it every few seconds)."""
+        with runtime.sessions.begin() as session:
+            return store.fold_deltas(session)
 
     @app.task(name=RELEASE_TASK)
     def release_retries() -> int:

@@ -10,6 +10,7 @@ from datetime import datetime
 from sqlalchemy import Connection, Row, func, select
 
 from certctl_notify.model import Status, events
+from certctl_notify.store.counts import status_counts_now
 
 
 @dataclass(frozen=True)
@@ -66,22 +67,17 @@ def list_notifications(
 
 
 def summary(session: Connection, *, now: datetime) -> dict:
-    """Counts per status, the oldest pending row's age and the retries due now, in one query."""
-    is_pending = events.c.status == Status.PENDING.value
-    due = (events.c.status == Status.FAILED.value) & (events.c.next_retry_at <= now)
-    row = session.execute(
-        select(
-            *[func.count().filter(events.c.status == s.value).label(s.value) for s in Status],
-            func.min(events.c.created_at).filter(is_pending).label("oldest_pending"),
-            func.count().filter(due).label("retries_due"),
-        )
-    ).one()
-    counts = {s.value: getattr(row, s.value) for s in Status}
-    oldest = row.oldest_pending
+    """Counts per status (maintained, no scan), the oldest pending row's age and the retries due now
+    (both read from indexes: the first pending row by creation, the due part of the retry index)."""
+    oldest = session.execute(select(events.c.created_at).where(events.c.status == Status.PENDING.value)
+                             .order_by(events.c.created_at).limit(1)).scalar()
+    due = session.execute(select(func.count()).select_from(events).where(
+        events.c.status == Status.FAILED.value, events.c.next_retry_at.is_not(None), events.c.next_retry_at <= now,
+    )).scalar_one()
     return {
-        "counts": counts,
+        "counts": status_counts_now(session),
         "oldest_pending_seconds": max(0.0, (now - oldest).total_seconds()) if oldest else 0.0,
-        "retries_due": row.retries_due,
+        "retries_due": due,
     }
 
 
@@ -93,8 +89,13 @@ def count_matching(session: Connection, f: NotificationFilter, *, unchanged_sinc
 
 
 def counts_by_status(session: Connection, f: NotificationFilter) -> dict[str, int]:
-    """Rows per status among those ``f`` matches (its ``statuses`` ignored): the console's tab counts."""
+    """Rows per status among those ``f`` matches (its ``statuses`` ignored): the console's tab counts.
+
+    Unfiltered, these are the maintained counts (no scan); a filter counts the rows it matches.
+    """
     where = filter_clauses(replace(f, statuses=()))
+    if not where:
+        return status_counts_now(session)
     rows = session.execute(select(events.c.status, func.count()).where(*where).group_by(events.c.status)).all()
     counts = {s.value: 0 for s in Status}
     counts.update({status: n for status, n in rows})
