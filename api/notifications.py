@@ -33,13 +33,19 @@ def _not_found_or_conflict(call, *args, **kwargs):
 @bp.get("")
 @require("read")
 def list_notifications():
-    """A filtered page, newest first, with the true filtered total.
+    """A filtered page, newest first, with the filtered total.
 
     Request: ``GET /api/v1/notifications?status=dead&channel=Webhook&page=1&per_page=50``
-    Response 200: ``{"data": [...], "total": 1234, "page": 1, "per_page": 50, "as_of": "2026-…"}``.
-    Pass ``as_of`` back on later pages to page through a stable set while new rows arrive.
+    Response 200: ``{"data": [...], "total": 1234, "total_exact": true, "page": 1, "per_page": 50,
+    "as_of": "2026-…", "next_cursor": "MjAy…"}``.
+    Pass ``as_of`` back on later pages to page through a stable set while new rows arrive; for deep
+    pages pass ``cursor=<next_cursor>`` instead of ``page`` (each page then costs what the first does).
+    ``total`` is exact unless ``total_exact`` is false: then more than that many rows match.
     """
     page, per_page = params.page()
+    cursor = params.text("cursor", request.args.get("cursor"))
+    if cursor is not None and page != 1:
+        raise ApiError(400, "bad_parameter", "pass cursor or page, not both")
     as_of = params.timestamp("as_of", request.args.get("as_of")) or utcnow()
     status = params.choice("status", request.args.get("status"), Status)
     f = NotificationFilter(
@@ -50,10 +56,14 @@ def list_notifications():
         q=params.text("q", request.args.get("q")),
         as_of=as_of,
     )
-    with deps().sessions.begin() as session:
-        total, rows = store.list_notifications(session, f, page=page, per_page=per_page)
-    return jsonify(data=[serialize.notification(r, max_attempts=_max_attempts()) for r in rows], total=total,
-                   page=page, per_page=per_page, as_of=as_of.isoformat().replace("+00:00", "Z"))
+    try:
+        with deps().sessions.begin() as session:
+            found = store.list_notifications(session, f, page=page, per_page=per_page, cursor=cursor)
+    except ValueError as exc:
+        raise ApiError(400, "bad_parameter", str(exc)) from None
+    return jsonify(data=[serialize.notification(r, max_attempts=_max_attempts()) for r in found.rows],
+                   total=found.total, total_exact=found.total_exact, page=page, per_page=per_page,
+                   as_of=as_of.isoformat().replace("+00:00", "Z"), next_cursor=found.next_cursor)
 
 
 @bp.post("")

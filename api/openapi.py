@@ -14,6 +14,7 @@ from api.params import MAX_BODY_BYTES, MAX_PAGE, MAX_PER_PAGE
 from api.requeue_jobs import MAX_IDS
 from certctl_notify import alerts
 from certctl_notify.model import AlertType, Channel, JobStatus, Outcome, Severity, Status
+from certctl_notify.store.listing import TOTAL_CAP
 
 bp = Blueprint("openapi", __name__, url_prefix="/api/v1")
 
@@ -135,8 +136,15 @@ def schemas() -> dict:
         "Notification": obj(notification_properties()),
         "NotificationDetail": obj({**notification_properties(),
                                    "attempts": {"type": "array", "items": ref("Attempt")}}),
-        "NotificationPage": page_of(ref("Notification"), as_of={
-            **TIME, "description": "pass back on later pages: rows created after it are left out"}),
+        "NotificationPage": page_of(
+            ref("Notification"),
+            total={**INT, "description": "the filtered count; a lower bound when total_exact is false (the "
+                                         f"filter matched more than {TOTAL_CAP:,} rows: show it as "
+                                         f"\"{TOTAL_CAP:,}+\")"},
+            total_exact={"type": "boolean", "description": "false: total is a lower bound, not the count"},
+            as_of={**TIME, "description": "pass back on later pages: rows created after it are left out"},
+            next_cursor={**nullable(STR), "description": "pass as cursor for the next page (keyset); null on "
+                                                         "the last page"}),
         "Attempt": obj({
             "attempt": {"type": "integer", "minimum": 1}, "started_at": TIME, "finished_at": nullable(TIME),
             "outcome": nullable(enum(Outcome)),
@@ -217,7 +225,9 @@ def paths() -> dict:
     filters = [query("status", enum(Status), "unknown value → 400"), query("channel", enum(Channel), ""),
                query("type", enum(AlertType), ""), query("certificate_id", text(500), ""),
                query("q", text(500), "case-insensitive substring of last_error"),
-               query("as_of", TIME, "stable paging: only rows created at or before it (default: now)")]
+               query("as_of", TIME, "stable paging: only rows created at or before it (default: now)"),
+               query("cursor", STR, "the next_cursor of the previous page: keyset paging for deep pages "
+                                    "(not with page)")]
     table = [  # path, method, summary, scope, {success status: schema}, error statuses, parameters, body
         ("/healthz", "get", "The process answers", None, {200: "Health"}, (), (), None),
         ("/readyz", "get", "The database and the broker answer (503 says what is down)", None,

@@ -30,7 +30,8 @@ def list_(url, key, status, channel, alert_type, page, per_page, as_json) -> Non
         error = (row["last_error"] or "")[:60]
         click.echo(f"{row['id']}  {row['status']:<7} {row['channel']:<9} {row['type']:<18} "
                    f"attempt {row['retry_count']}/{row['max_attempts']}  {error}")
-    click.echo(f"page {body['page']}: {len(body['data'])} of {body['total']}")
+    total = f"{body['total']:,}" + ("" if body.get("total_exact", True) else "+")
+    click.echo(f"page {body['page']}: {len(body['data'])} of {total}")
 
 
 @click.command()

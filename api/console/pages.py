@@ -35,8 +35,8 @@ def overview():
     with deps().sessions.begin() as session:
         summary = store.summary(session, now=now)
         hours = store.hourly_outcomes(session, now=now)
-        _, latest_dead = store.list_notifications(session, NotificationFilter(statuses=(Status.DEAD.value,)),
-                                                  page=1, per_page=LATEST_DEAD)
+        latest_dead = store.list_notifications(session, NotificationFilter(statuses=(Status.DEAD.value,)),
+                                               per_page=LATEST_DEAD).rows
     charts = [(None, chart.activity_svg(hours))]
     charts += [(name, chart.activity_svg(hours, channel=name, width=440, height=150))
                for name in chart.channels_with_activity(hours)]
@@ -52,30 +52,37 @@ def notifications():
     as_of = view.as_of or utcnow()
     keep = filters.kept_ids(request.args)
     with deps().sessions.begin() as session:
-        counts = store.counts_by_status(session, view.store_filter(as_of=None))
-        total, rows = store.list_notifications(session, view.store_filter(as_of=as_of), page=view.page,
-                                               per_page=filters.PER_PAGE)
-        kept = store.list_notifications(session, NotificationFilter(ids=keep), page=1,
-                                        per_page=filters.MAX_KEPT)[1] if keep else []
+        counts, capped = store.counts_by_status(session, view.store_filter(as_of=None))
+        found = store.list_notifications(session, view.store_filter(as_of=as_of), page=view.page,
+                                         per_page=filters.PER_PAGE)
+        kept = store.list_notifications(session, NotificationFilter(ids=keep),
+                                        per_page=filters.MAX_KEPT).rows if keep else []
+    rows, total = found.rows, found.total
     shown = {r.id for r in rows}
     # rows the operator just acted on stay visible (marked) after they leave this tab
     outside = {r.id for r in kept if r.id not in shown}
     rows = sorted([*rows, *(r for r in kept if r.id in outside)], key=lambda r: (r.created_at, r.id), reverse=True)
-    tabs = [(tab, label, sum(counts.values()) if not statuses else counts[statuses[0]],
+    def shown(n: int, lower_bound: bool) -> str:
+        return f"{n:,}+" if lower_bound else f"{n:,}"
+
+    tabs = [(tab, label, shown(sum(counts.values()), bool(capped)) if not statuses
+             else shown(counts[statuses[0]], statuses[0] in capped),
              url_for("console.notifications", **view.args(tab=tab, page=1, as_of=None)))
             for tab, label, statuses in filters.TABS]
     pages = {
         "first": view.page == 1, "from": (view.page - 1) * filters.PER_PAGE + 1 if rows else 0,
-        "to": (view.page - 1) * filters.PER_PAGE + len(rows) - len(outside), "total": total,
+        "to": (view.page - 1) * filters.PER_PAGE + len(rows) - len(outside),
+        "total": total, "total_shown": shown(total, not found.total_exact),
         "prev": url_for("console.notifications", **view.args(page=view.page - 1, as_of=as_of))
         if view.page > 1 else None,
         "next": url_for("console.notifications", **view.args(page=view.page + 1, as_of=as_of))
-        if view.page * filters.PER_PAGE < total else None,
+        if found.next_cursor else None,
         "newest": url_for("console.notifications", **view.args(page=1, as_of=None)) if view.as_of else None,
     }
     return _render("console/notifications.html", "console/_notifications_live.html", active="notifications",
                    view=view, tabs=tabs, rows=rows, outside=outside, pages=pages, as_of=as_of,
-                   dead_count=counts[Status.DEAD.value], channels=[c.value for c in Channel],
+                   dead_count=counts[Status.DEAD.value],
+                   dead_capped=Status.DEAD.value in capped, channels=[c.value for c in Channel],
                    types=[t.value for t in AlertType])
 
 

@@ -3,14 +3,18 @@ filter matches (for bulk requeue)."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Row, func, select
+from sqlalchemy import Connection, Row, func, select, tuple_
 
 from certctl_notify.model import Status, events
 from certctl_notify.store.counts import status_counts_now
+
+#: Most rows a filtered total counts; past it the total is reported as a lower bound ("10,000+").
+TOTAL_CAP = 10_000
 
 
 @dataclass(frozen=True)
@@ -53,17 +57,73 @@ def filter_clauses(f: NotificationFilter) -> list:
     return clauses
 
 
+@dataclass(frozen=True)
+class Listing:
+    """One page of a listing and what is known of the whole."""
+
+    rows: Sequence[Row]
+    total: int
+    total_exact: bool  #: False: ``total`` is a lower bound (the filter matched more than `TOTAL_CAP` rows)
+    next_cursor: str | None  #: where the next page starts (keyset), None on the last page
+
+
+def encode_cursor(row: Row) -> str:
+    """An opaque position after ``row`` in the order ``created_at DESC, id DESC``."""
+    raw = f"{row.created_at.astimezone(UTC).isoformat()}|{row.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """Raises:
+        ValueError: not a cursor this service made.
+    """
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        moment, _, notification_id = raw.partition("|")
+        created_at = datetime.fromisoformat(moment)
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError("cursor is not one this service returned") from None
+    if not notification_id or created_at.tzinfo is None:
+        raise ValueError("cursor is not one this service returned")
+    return created_at, notification_id
+
+
+def _total(session: Connection, f: NotificationFilter) -> tuple[int, bool]:
+    """The filter's total: exact from the maintained counts when only statuses (and ``as_of``) filter,
+    else counted up to `TOTAL_CAP` (past it, a lower bound), so no request counts the whole table."""
+    if not filter_clauses(replace(f, statuses=(), as_of=None)):
+        counts = status_counts_now(session)
+        total = sum(counts[s] for s in f.statuses) if f.statuses else sum(counts.values())
+        if f.as_of is not None:  # rows newer than the pinned moment: an index range, not the table
+            newer = [events.c.created_at > f.as_of] + ([events.c.status.in_(f.statuses)] if f.statuses else [])
+            total -= session.execute(select(func.count()).select_from(events).where(*newer)).scalar_one()
+        return max(total, 0), True
+    matched = select(events.c.id).where(*filter_clauses(f)).limit(TOTAL_CAP + 1).subquery()
+    counted = session.execute(select(func.count()).select_from(matched)).scalar_one()
+    return (TOTAL_CAP, False) if counted > TOTAL_CAP else (counted, True)
+
+
 def list_notifications(
-    session: Connection, f: NotificationFilter, *, page: int, per_page: int
-) -> tuple[int, Sequence[Row]]:
-    """(true filtered total, one page) in the stable order ``created_at DESC, id DESC``."""
+    session: Connection, f: NotificationFilter, *, per_page: int, page: int = 1, cursor: str | None = None
+) -> Listing:
+    """One page in the stable order ``created_at DESC, id DESC``: by ``page`` (offset) or, for deep
+    pages, after ``cursor`` (keyset: page 10,000 costs what page 1 costs).
+
+    Raises:
+        ValueError: a ``cursor`` this service did not make.
+    """
     where = filter_clauses(f)
-    total = session.execute(select(func.count()).select_from(events).where(*where)).scalar_one()
+    if cursor is not None:
+        after = decode_cursor(cursor)
+        where.append(tuple_(events.c.created_at, events.c.id) < tuple_(*after))
+    total, exact = _total(session, f)
     rows = session.execute(
         select(events).where(*where).order_by(events.c.created_at.desc(), events.c.id.desc())
-        .limit(per_page).offset((page - 1) * per_page)
+        .limit(per_page + 1).offset((page - 1) * per_page if cursor is None else 0)
     ).all()
-    return total, rows
+    more = len(rows) > per_page
+    rows = rows[:per_page]
+    return Listing(rows, total, exact, encode_cursor(rows[-1]) if more else None)
 
 
 def summary(session: Connection, *, now: datetime) -> dict:
@@ -88,15 +148,21 @@ def count_matching(session: Connection, f: NotificationFilter, *, unchanged_sinc
     return session.execute(select(func.count()).select_from(events).where(*where)).scalar_one()
 
 
-def counts_by_status(session: Connection, f: NotificationFilter) -> dict[str, int]:
-    """Rows per status among those ``f`` matches (its ``statuses`` ignored): the console's tab counts.
+def counts_by_status(session: Connection, f: NotificationFilter) -> tuple[dict[str, int], frozenset[str]]:
+    """Rows per status among those ``f`` matches (its ``statuses`` ignored), for the console's tabs, and
+    the statuses whose count is a lower bound.
 
-    Unfiltered, these are the maintained counts (no scan); a filter counts the rows it matches.
+    Unfiltered, these are the maintained counts (exact, no scan); a filter counts each status's matches
+    up to `TOTAL_CAP`.
     """
     where = filter_clauses(replace(f, statuses=()))
     if not where:
-        return status_counts_now(session)
-    rows = session.execute(select(events.c.status, func.count()).where(*where).group_by(events.c.status)).all()
-    counts = {s.value: 0 for s in Status}
-    counts.update({status: n for status, n in rows})
-    return counts
+        return status_counts_now(session), frozenset()
+    counts, capped = {}, set()
+    for status in Status:
+        matched = select(events.c.id).where(*where, events.c.status == status.value).limit(TOTAL_CAP + 1)
+        n = session.execute(select(func.count()).select_from(matched.subquery())).scalar_one()
+        counts[status.value] = min(n, TOTAL_CAP)
+        if n > TOTAL_CAP:
+            capped.add(status.value)
+    return counts, frozenset(capped)

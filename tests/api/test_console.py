@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 
 import pytest
+from sqlalchemy import text
 
 from api.app import create_app
 from api.console import timeline
@@ -364,3 +365,19 @@ def test_static_files_are_cached_for_good_under_urls_that_change_with_their_cont
         assert re.fullmatch(rf"/console/static/{name}\?v=[0-9a-f]{{12}}", url)
         response = admin.get(url)
         assert response.status_code == 200 and "max-age=31536000" in response.headers["Cache-Control"]
+
+
+def test_a_filter_matching_more_than_ten_thousand_rows_shows_a_lower_bound(admin, sessions):
+    with sessions.begin() as s:
+        s.execute(text("""
+            INSERT INTO notification_events (id, type, channel, recipient, message, status, retry_count,
+                                             created_at, updated_at)
+            SELECT 'notif_bulk_' || g, 'RenewalFailure', 'Slack', '', 'm', 'dead', 5,
+                   now() - g * interval '1 second', now() - g * interval '1 second'
+            FROM generate_series(1, 10050) g"""))
+    page = admin.get("/console/notifications?tab=dead&channel=Slack").get_data(as_text=True)
+    counts = dict(re.findall(r'data-tab="(\w+)".*?<span class="count">([\d,+]+)</span>', page))
+    assert (counts["dead"], counts["all"], counts["sent"]) == ("10,000+", "10,000+", "0")
+    assert "of 10,000+" in page and "Requeue 10,000+ dead" in page
+    unfiltered = admin.get("/console/notifications?tab=dead").get_data(as_text=True)
+    assert "of 10,050," in unfiltered  # the maintained counts are exact
