@@ -1,5 +1,10 @@
 """Bulk requeue: a job that requeues the rows a filter matched, in id order, at a bounded rate, so a
-requeue of 100k dead rows cannot flood a receiver that has just recovered."""
+requeue of 100k dead rows cannot flood a receiver that has just recovered.
+
+A rate of 0 means no limit: the job then works in batches of `UNTHROTTLED_BATCH` without pausing.
+Each batch is still one short transaction that skips rows changed since the job began, records the
+job's progress and finds out whether the job was cancelled meanwhile.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ from certctl_notify.db import Transactions
 from certctl_notify.errors import JobConflict
 from certctl_notify.metrics import NO_METRICS, Recorder
 from certctl_notify.model import utcnow
-from certctl_notify.publish import Dispatcher, dispatch_quietly
+from certctl_notify.publish import Dispatcher, dispatch_many_quietly
 from certctl_notify.store.listing import NotificationFilter
 
 log = logging.getLogger(__name__)
@@ -27,6 +32,8 @@ log = logging.getLogger(__name__)
 CHUNK_SECONDS = 5.0
 #: Batches per second; each batch is one short transaction.
 BATCHES_PER_SECOND = 10
+#: Rows per batch of a job without a rate limit (rate 0).
+UNTHROTTLED_BATCH = 1000
 
 
 class _Cancelled(Exception):
@@ -74,7 +81,8 @@ def start(sessions: Transactions, dispatcher: Dispatcher, f: NotificationFilter,
         job = store.insert_job(session, job_id=f"job_{uuid.uuid4().hex}", filter=_serialisable(f), rate=rate,
                                matched=matched, cutoff=moment, actor=actor.name, now=moment)
         record_audit(session, actor, "bulk_requeue", job.id, moment, {"matched": job.matched, "filter": job.filter})
-    log.info("bulk requeue %s by %s: %d rows at %g/s", job.id, actor.name, matched, rate)
+    log.info("bulk requeue %s by %s: %d rows at %s", job.id, actor.name, matched,
+             f"{rate:g}/s" if rate > 0 else "no rate limit")
     try:
         dispatcher.run_requeue_job(job.id, job.generation)
     except Exception as exc:  # classified: the sweep resumes a job that makes no progress
@@ -92,7 +100,7 @@ def run_chunk(sessions: Transactions, dispatcher: Dispatcher, job_id: str, gener
     if job is None or job.status != "running" or job.generation != generation:
         return False
     f, rate = _filter_of(job), job.rate_per_second
-    batch = max(1, int(rate / BATCHES_PER_SECOND))
+    batch = max(1, int(rate / BATCHES_PER_SECOND)) if rate > 0 else UNTHROTTLED_BATCH
     cursor, started = job.cursor, time.monotonic()
     while time.monotonic() - started < chunk_seconds:
         batch_started = time.monotonic()
@@ -112,9 +120,8 @@ def run_chunk(sessions: Transactions, dispatcher: Dispatcher, job_id: str, gener
             log.info("bulk requeue %s: cancelled, or taken over by a newer chain; this one stops", job_id)
             return False
         metrics.requeued("bulk", len(requeued))
-        for notification_id in requeued:
-            dispatch_quietly(dispatcher, notification_id, 1, moment)
+        dispatch_many_quietly(dispatcher, requeued, 1, moment)
         cursor = ids[-1]
-        # pace: this batch may take len(ids)/rate seconds at the most
-        sleep(max(0.0, len(ids) / rate - (time.monotonic() - batch_started)))
+        if rate > 0:  # pace: this batch may take len(ids)/rate seconds at the most
+            sleep(max(0.0, len(ids) / rate - (time.monotonic() - batch_started)))
     return True

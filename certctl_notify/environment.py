@@ -23,6 +23,7 @@ from certctl_notify.settings import (
     EMBEDDED_BROKER_FILE,
     EMBEDDED_DATABASE_FILE,
     LEASE_MARGIN_SECONDS,
+    MAX_RETENTION_BATCH,
     SMTP_DEFAULT_PORTS,
     ApiKey,
     ApiSettings,
@@ -30,6 +31,7 @@ from certctl_notify.settings import (
     OpsGenieSettings,
     OutboundSettings,
     PagerDutySettings,
+    RetentionSettings,
     RetrySettings,
     Settings,
     SlackSettings,
@@ -40,22 +42,22 @@ from certctl_notify.settings import (
     WorkerSettings,
 )
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 _HTTP_URL = re.compile(r"^https?://[^\s/]+")
 
 
 def parse_duration(value: str, name: str) -> float:
-    """Return seconds from ``50ms``, ``60s``, ``2m``, ``1h`` or a plain number of seconds.
+    """Return seconds from ``50ms``, ``60s``, ``2m``, ``1h``, ``30d`` or a plain number of seconds.
 
     Raises:
         ConfigError: naming ``name`` when the value is not a non-negative duration.
     """
     match = _DURATION.match(value)
     if not match:
-        raise ConfigError(f"{name}={value!r} is not a duration (use e.g. 50ms, 60s, 2m, 1h or seconds)")
+        raise ConfigError(f"{name}={value!r} is not a duration (use e.g. 50ms, 60s, 2m, 1h, 30d or seconds)")
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
@@ -211,6 +213,17 @@ def _sweep(r: _Reader) -> SweepSettings:
     )
 
 
+def _retention(r: _Reader) -> RetentionSettings:
+    return RetentionSettings(
+        delivered_seconds=r.duration("CERTCTL_RETENTION_DELIVERED", RetentionSettings.delivered_seconds),
+        dead_seconds=r.duration("CERTCTL_RETENTION_DEAD", RetentionSettings.dead_seconds),
+        batch_size=r.integer("CERTCTL_RETENTION_BATCH", RetentionSettings.batch_size, minimum=1,
+                             maximum=MAX_RETENTION_BATCH),
+        interval_seconds=_positive(r.duration("CERTCTL_RETENTION_INTERVAL", RetentionSettings.interval_seconds),
+                                   "CERTCTL_RETENTION_INTERVAL"),
+    )
+
+
 def _worker(r: _Reader) -> WorkerSettings:
     time_limit = r.duration("CERTCTL_TASK_TIME_LIMIT", WorkerSettings.task_time_limit_seconds)
     lease = r.duration("CERTCTL_CLAIM_LEASE", time_limit + LEASE_MARGIN_SECONDS)
@@ -299,7 +312,8 @@ def _api(r: _Reader) -> ApiSettings:
         keys=_api_keys(r.text("CERTCTL_API_KEYS", ""), "CERTCTL_API_KEYS"),
         host=r.text("CERTCTL_API_HOST", ApiSettings.host),
         port=r.integer("CERTCTL_API_PORT", ApiSettings.port),
-        requeue_rate=float(r.integer("CERTCTL_REQUEUE_RATE", int(ApiSettings.requeue_rate), minimum=1)),
+        # 0: no limit (a job then requeues in larger batches without pausing)
+        requeue_rate=float(r.integer("CERTCTL_REQUEUE_RATE", int(ApiSettings.requeue_rate), minimum=0)),
         metrics_auth=r.boolean("CERTCTL_METRICS_AUTH", ApiSettings.metrics_auth),
         console_secret=_console_secret(r.text("CERTCTL_CONSOLE_SECRET")),
         console_session_seconds=_positive(r.duration("CERTCTL_CONSOLE_SESSION", ApiSettings.console_session_seconds),
@@ -345,6 +359,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         data_dir=data_dir,
         retry=_retry(r),
         sweep=_sweep(r),
+        retention=_retention(r),
         worker=_worker(r),
         outbound=OutboundSettings(
             allow=_allow(r.text("CERTCTL_OUTBOUND_ALLOW", ""), "CERTCTL_OUTBOUND_ALLOW"),

@@ -40,6 +40,7 @@ DELIVERY_BUCKETS_SECONDS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60, 120
 DEAD_REASONS = ("exhausted", "permanent", "unconfigured")
 REQUEUE_MODES = ("single", "bulk")
 SWEEP_REASONS = ("overdue", "stale_pending", "abandoned")
+PURGED_STATUSES = ("sent", "read", "dead")
 
 
 def dead_reason(exc: Exception) -> str:
@@ -57,6 +58,8 @@ class Recorder(Protocol):
     def requeued(self, mode: str, count: int = 1) -> None: ...
 
     def redispatched(self, by_reason: Mapping[str, int]) -> None: ...
+
+    def purged(self, by_status: Mapping[str, int]) -> None: ...
 
 
 class Metrics:
@@ -81,6 +84,9 @@ class Metrics:
             "certctl_notification_sweep_redispatched_total", "Notifications the sweep re-dispatched, by reason: "
             "overdue retry, stale_pending (never picked up), abandoned (lease expired).", ["reason"],
             registry=self.registry)
+        self.purged_rows = Counter(
+            "certctl_notification_purged_total", "Notifications deleted by retention (with their attempts), by the "
+            "status they were in: sent, read, dead.", ["status"], registry=self.registry)
         self.collect_errors = Counter(
             "certctl_metrics_collect_errors_total", "Scrapes in which a gauge source (database, broker) could "
             "not be read; its series were left out of that scrape, not reported as zero.", ["source"],
@@ -96,6 +102,8 @@ class Metrics:
             self.requeues.labels(mode)
         for reason in SWEEP_REASONS:
             self.sweep_redispatched.labels(reason)
+        for status in PURGED_STATUSES:
+            self.purged_rows.labels(status)
         for source in ("database", "broker"):
             self.collect_errors.labels(source)
 
@@ -119,6 +127,12 @@ class Metrics:
         for reason, count in by_reason.items():
             self.sweep_redispatched.labels(reason).inc(count)
 
+    def purged(self, by_status: Mapping[str, int]) -> None:
+        """Count the rows one retention batch deleted, by the status they were in."""
+        for status, count in by_status.items():
+            if count:
+                self.purged_rows.labels(status).inc(count)
+
 
 class _NoMetrics:
     """Records nothing: the default of core functions called by tests and one-off CLI commands."""
@@ -130,6 +144,9 @@ class _NoMetrics:
         pass
 
     def redispatched(self, by_reason) -> None:
+        pass
+
+    def purged(self, by_status) -> None:
         pass
 
 

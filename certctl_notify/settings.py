@@ -25,6 +25,16 @@ DEFAULT_RETRY_RELEASE_INTERVAL_SECONDS = 5.0
 DEFAULT_SWEEP_INTERVAL_SECONDS = 120.0
 #: Rows the sweep re-dispatches per tick at most.
 DEFAULT_SWEEP_BATCH = 1000
+#: Default age, in seconds since their last change, of sent and read rows that retention deletes (30 days).
+DEFAULT_RETENTION_DELIVERED_SECONDS = 30 * 86400.0
+#: Default age, in seconds since they went dead, of dead rows that retention deletes (90 days).
+DEFAULT_RETENTION_DEAD_SECONDS = 90 * 86400.0
+#: Rows retention deletes per transaction by default.
+DEFAULT_RETENTION_BATCH = 1000
+#: Largest batch allowed: a batch is one transaction, and its locks must stay short.
+MAX_RETENTION_BATCH = 10_000
+#: Default period of the retention purge, in seconds.
+DEFAULT_RETENTION_INTERVAL_SECONDS = 3600.0
 #: Hard time limit of one delivery task, in seconds.
 DEFAULT_TASK_TIME_LIMIT_SECONDS = 120.0
 #: Total time budget of one outbound HTTP request, in seconds.
@@ -55,6 +65,20 @@ class SweepSettings:
     interval_seconds: float = DEFAULT_SWEEP_INTERVAL_SECONDS  #: how often beat runs the sweep
     grace_seconds: float = DEFAULT_SWEEP_INTERVAL_SECONDS  #: how overdue work must be before re-dispatch
     batch_size: int = DEFAULT_SWEEP_BATCH  #: rows re-dispatched per tick at most
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
+    #: sent and read rows whose last change is older than this are deleted; 0 = kept for ever
+    delivered_seconds: float = DEFAULT_RETENTION_DELIVERED_SECONDS
+    dead_seconds: float = DEFAULT_RETENTION_DEAD_SECONDS  #: the same for dead rows; 0 = kept for ever
+    batch_size: int = DEFAULT_RETENTION_BATCH  #: rows deleted per transaction
+    interval_seconds: float = DEFAULT_RETENTION_INTERVAL_SECONDS  #: how often beat runs the purge
+
+    @property
+    def enabled(self) -> bool:
+        """True when some class of rows is deleted at all."""
+        return bool(self.delivered_seconds or self.dead_seconds)
 
 
 @dataclass(frozen=True)
@@ -154,7 +178,7 @@ class ApiSettings:
     keys: tuple[ApiKey, ...] = ()  #: bearer keys with their scope
     host: str = "127.0.0.1"  #: where `certctl-notify dev` serves the API
     port: int = 8080
-    requeue_rate: float = 100.0  #: rows per second a bulk requeue requeues at most
+    requeue_rate: float = 100.0  #: rows per second a bulk requeue requeues at most; 0 = no limit
     metrics_auth: bool = False  #: require a read key for /metrics
     #: signs the console's session cookie; unset: derived from the API keys (changing a key signs everyone out)
     console_secret: str | None = field(default=None, repr=False)
@@ -175,6 +199,7 @@ class Settings:
     data_dir: Path = Path("var")
     retry: RetrySettings = RetrySettings()
     sweep: SweepSettings = SweepSettings()
+    retention: RetentionSettings = RetentionSettings()
     worker: WorkerSettings = WorkerSettings()
     outbound: OutboundSettings = OutboundSettings()
     webhook: WebhookSettings = WebhookSettings()

@@ -16,6 +16,6 @@ def main() -> None:
     """Deliver certificate alerts with retries and an operator-visible dead-letter queue."""
 
 
-for _command in (local.migrate, local.sweep, local.recount, local.worker, local.dev, local.test_channel,
+for _command in (local.migrate, local.sweep, local.recount, local.purge, local.worker, local.dev, local.test_channel,
                  local.flower, remote.list_, remote.show, remote.stats, remote.requeue, remote.enqueue, remote.workers):
     main.add_command(_command)

@@ -1,5 +1,5 @@
-"""Commands that work on the database and broker directly (no API): migrate, sweep, recount, worker,
-dev, test-channel, flower."""
+"""Commands that work on the database and broker directly (no API): migrate, sweep, recount, purge,
+worker, dev, test-channel, flower."""
 
 from __future__ import annotations
 
@@ -54,6 +54,38 @@ def recount() -> None:
         change = "" if before[status] == after[status] else f" (was {before[status]:,})"
         click.echo(f"{status:8} {after[status]:>12,}{change}")
     click.echo("counts were right" if before == after else "counts repaired")
+
+
+@click.command()
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted; change nothing.")
+def purge(dry_run: bool) -> None:
+    """Delete the sent, read and dead notifications past their retention now, with their attempts.
+
+    Beat does this every CERTCTL_RETENTION_INTERVAL within a time budget; this runs until nothing is
+    due (in short batches, pausing between them, so it can run beside a busy service).
+    """
+    from certctl_notify.retention import count_due
+    from certctl_notify.retention import purge as purge_expired
+
+    settings = settings_or_exit()
+    sessions = sessions_for(settings)
+    report = count_due(sessions, settings.retention) if dry_run else purge_expired(sessions, settings.retention)
+    ages = {"sent": settings.retention.delivered_seconds, "read": settings.retention.delivered_seconds,
+            "dead": settings.retention.dead_seconds}
+    for status, age in ages.items():
+        if status in report.kept:
+            click.echo(f"{status:8} {'kept':>12}  (retention 0: kept for ever)")
+        else:
+            click.echo(f"{status:8} {report.purged[status]:>12,}  (last changed over {_days(age)} ago)")
+    if dry_run:
+        click.echo(f"would delete {report.total:,} notifications with their attempts; nothing changed")
+    else:
+        click.echo(f"deleted {report.total:,} notifications with their attempts in {report.batches} batches, "
+                   f"{report.seconds:.1f} s")
+
+
+def _days(seconds: float) -> str:
+    return f"{seconds / 86400:g} days" if seconds >= 86400 else f"{seconds:g} s"
 
 
 @click.command(context_settings={"ignore_unknown_options": True})

@@ -12,6 +12,7 @@ from certctl_notify.publish import (
     DELIVERY_QUEUE,
     FOLD_COUNTS_TASK,
     INTAKE_QUEUE,
+    PURGE_TASK,
     QUEUES,
     RELEASE_TASK,
     SWEEP_TASK,
@@ -92,12 +93,13 @@ def celery_config(settings: Settings) -> dict:
         "task_queues": tuple(Queue(name) for name in QUEUES),
         "task_routes": {DELIVER_TASK: {"queue": DELIVERY_QUEUE},
                         **{name: {"queue": CONTROL_QUEUE} for name in (SWEEP_TASK, RELEASE_TASK, BULK_REQUEUE_TASK,
-                                                                            FOLD_COUNTS_TASK)}},
+                                                                            FOLD_COUNTS_TASK, PURGE_TASK)}},
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "enable_utc": True,
         "timezone": "UTC",
         "beat_schedule": {
+            **_purge_schedule(settings),
             "certctl-sweep": {
                 "task": SWEEP_TASK,
                 "schedule": settings.sweep.interval_seconds,
@@ -118,6 +120,14 @@ def celery_config(settings: Settings) -> dict:
         },
         "beat_schedule_filename": str(settings.data_dir / "celerybeat-schedule"),
     }
+
+
+def _purge_schedule(settings: Settings) -> dict:
+    """Retention's purge (certctl_notify/retention.py), unless every class of rows is kept for ever."""
+    if not settings.retention.enabled:
+        return {}
+    interval = settings.retention.interval_seconds
+    return {"certctl-purge": {"task": PURGE_TASK, "schedule": interval, "options": {"expires": interval}}}
 
 
 def validate_celery(conf, settings: Settings) -> None:

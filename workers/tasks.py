@@ -1,5 +1,6 @@
-"""The Celery tasks: deliver (one attempt, retried by Celery), enqueue (intake), bulk_requeue, and the two
-that beat runs: release_retries (due retries waiting in PostgreSQL) and sweep (lost work)."""
+"""The Celery tasks: deliver (one attempt, retried by Celery), enqueue (intake), bulk_requeue, and those
+that beat runs: release_retries (due retries waiting in PostgreSQL), sweep (lost work), fold_counts and
+purge (retention)."""
 
 from __future__ import annotations
 
@@ -19,11 +20,13 @@ from certctl_notify.publish import (
     DELIVER_TASK,
     ENQUEUE_TASK,
     FOLD_COUNTS_TASK,
+    PURGE_TASK,
     RELEASE_TASK,
     SWEEP_TASK,
     CeleryDispatcher,
 )
 from certctl_notify.release import release_due_retries
+from certctl_notify.retention import PURGE_BUDGET_SECONDS, purge
 from certctl_notify.sweep import sweep_once
 from workers.runtime import Runtime
 
@@ -128,6 +131,14 @@ def register_tasks(app: Celery, runtime: Runtime) -> None:
         """Fold the status counts' deltas into their base (beat runs it every few seconds)."""
         with runtime.sessions.begin() as session:
             return store.fold_deltas(session)
+
+    @app.task(name=PURGE_TASK)
+    def purge_expired() -> int:
+        """Delete the rows past their retention (beat runs it every CERTCTL_RETENTION_INTERVAL); returns how many."""
+        # half the time limit at most, so a run never meets the soft limit mid-batch
+        budget = min(PURGE_BUDGET_SECONDS, runtime.settings.worker.task_time_limit_seconds / 2)
+        return purge(runtime.sessions, runtime.settings.retention, budget_seconds=budget,
+                     metrics=runtime.metrics).total
 
     @app.task(name=RELEASE_TASK)
     def release_retries() -> int:

@@ -26,6 +26,9 @@ class Recorded:
     def dispatch(self, notification_id: str, attempt: int, dispatched_at=None) -> None:
         self.deliveries.append(notification_id)
 
+    def dispatch_many(self, notification_ids, attempt: int, dispatched_at=None) -> None:
+        self.deliveries.extend(notification_ids)
+
     def run_requeue_job(self, *args) -> None:
         self.chunks.append(args)
 
