@@ -164,8 +164,13 @@ class NotificationEvent(Base):
             sqlite_where=text("status = 'pending'"),
         ),
         Index("idx_notification_events_status_created", "status", "created_at", "id"),
+        # Retention picks each batch of rows past their age from this (store/retention.py), never by a scan.
+        Index("idx_notification_events_status_updated", "status", "updated_at"),
         Index("idx_notification_events_created", "created_at", "id"),
         Index("idx_notification_events_certificate_id", "certificate_id"),
+        # newest first among the rows that have an error: what a search in last_error (q) walks
+        Index("idx_notification_events_errors", "created_at", "id",
+              postgresql_where=text("last_error IS NOT NULL"), sqlite_where=text("last_error IS NOT NULL")),
     )
 
 
@@ -188,6 +193,8 @@ class NotificationAttempt(Base):
     duration_ms: Mapped[int | None] = mapped_column(Integer)
     worker: Mapped[str | None] = mapped_column(Text)
     task_id: Mapped[str | None] = mapped_column(Text)
+    #: the row's channel, copied when the attempt opens, so counting attempts per channel reads no row
+    channel: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         CheckConstraint("outcome IS NULL OR outcome IN ('sent', 'retry', 'dead')", name="outcome"),

@@ -7,6 +7,7 @@
 - `activity`: attempt outcomes per hour and channel (the console's chart);
 - `audit`: the operator audit log; `jobs`: bulk requeue jobs; `redispatch`: what the sweep re-publishes;
 - `counts`: rows per status as the triggers keep them (exact, no scan);
+- `retention`: the rows past their age, counted or deleted a batch at a time;
 - `dialect`: everything that differs between PostgreSQL and SQLite.
 
 Functions take a Core `Connection` inside a transaction and never commit: the caller frames the
@@ -43,6 +44,7 @@ from certctl_notify.store.notifications import (
     insert_notification_audited,
 )
 from certctl_notify.store.redispatch import due_for_redispatch, mark_dispatched, take_due_retries
+from certctl_notify.store.retention import PURGEABLE, count_purgeable, purge_batch
 from certctl_notify.store.transitions import (
     claim,
     mark_dead,
@@ -55,11 +57,11 @@ from certctl_notify.store.transitions import (
 )
 
 __all__ = [
-    "add_audit", "advance_job", "cancel_job", "claim", "count_by_status", "count_matching", "counts_by_status",
-    "due_for_redispatch", "finish_attempt", "finish_job", "fold_deltas", "get", "get_by_dedupe_key", "get_job",
-    "HourBucket", "hourly_outcomes", "insert_job", "insert_notification", "insert_notification_audited",
+    "add_audit", "advance_job", "cancel_job", "claim", "count_by_status", "count_matching", "count_purgeable",
+    "counts_by_status", "due_for_redispatch", "finish_attempt", "finish_job", "fold_deltas", "get", "get_by_dedupe_key",
+    "get_job", "HourBucket", "hourly_outcomes", "insert_job", "insert_notification", "insert_notification_audited",
     "job_batch_ids", "last_finished_attempt", "list_attempts", "list_audit", "list_notifications", "mark_dead",
     "mark_dispatched", "mark_failed", "mark_read", "mark_sent", "MAX_ERROR_CHARS", "NotificationFilter",
-    "OutcomeCounts", "record_sent", "recount", "requeue", "requeue_many", "running_job", "status_counts_now",
-    "summary", "take_due_retries", "take_over_stalled_jobs", "try_sweep_lock",
+    "OutcomeCounts", "purge_batch", "PURGEABLE", "record_sent", "recount", "requeue", "requeue_many", "running_job",
+    "status_counts_now", "summary", "take_due_retries", "take_over_stalled_jobs", "try_sweep_lock",
 ]

@@ -60,13 +60,16 @@ def hourly_outcomes(session: Connection, *, now: datetime, hours: int = 24) -> l
     last = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     first = last - (hours - 1) * _HOUR
     hour = utc_hour(attempts.c.finished_at).label("hour")
+    # The attempt carries its row's channel (migration 0010), so only the window's attempts are read;
+    # an attempt recorded by an older worker without it looks its row up (COALESCE stops at the first).
+    row_channel = select(events.c.channel).where(events.c.id == attempts.c.notification_id).scalar_subquery()
+    channel = func.coalesce(attempts.c.channel, row_channel).label("channel")
     # One grouped statement; the range on the bare column lets idx_notification_attempts_finished
     # read only the window, however long the attempt history is.
     rows = session.execute(
-        select(hour, events.c.channel, attempts.c.outcome, func.count().label("n"))
-        .select_from(attempts.join(events, events.c.id == attempts.c.notification_id))
+        select(hour, channel, attempts.c.outcome, func.count().label("n"))
         .where(attempts.c.finished_at >= first, attempts.c.finished_at < last + _HOUR)
-        .group_by(hour, events.c.channel, attempts.c.outcome)
+        .group_by(hour, channel, attempts.c.outcome)
     ).all()
     found: dict[datetime, dict[str, dict[str, int]]] = {}
     for row in rows:

@@ -32,11 +32,11 @@ def _open_statement():
 
 
 def open_attempt(session: Connection, notification_id: str, *, attempt: int, now: datetime, worker: str,
-                 task_id: str | None) -> int:
+                 task_id: str | None, channel: str | None = None) -> int:
     """Open the record of ``attempt`` (on SQLite; PostgreSQL opens it in the claim's statement)."""
     return session.execute(_open_statement(), {
         "notification_id": notification_id, "attempt": attempt, "started_at": now, "worker": worker,
-        "task_id": task_id}).scalar_one()
+        "task_id": task_id, "channel": channel}).scalar_one()
 
 
 @functools.cache  # every attempt runs it (see store/transitions.py)

@@ -15,14 +15,21 @@ from certctl_notify.model import Status, events, status_counts, status_deltas
 COUNT_FOLD_INTERVAL_SECONDS = 5.0
 
 
+def count_columns() -> list:
+    """One labelled scalar subquery per status (base + deltas), to select alongside other values in
+    one statement, so they and the counts come from one snapshot."""
+    columns = []
+    for status in Status:
+        parts = union_all(select(status_counts.c.n).where(status_counts.c.status == status.value),
+                          select(status_deltas.c.n).where(status_deltas.c.status == status.value)).subquery()
+        columns.append(select(func.coalesce(func.sum(parts.c.n), 0)).scalar_subquery().label(status.value))
+    return columns
+
+
 def status_counts_now(session: Connection) -> dict[str, int]:
     """Rows per status, exact, without reading notification_events."""
-    parts = union_all(select(status_counts.c.status, status_counts.c.n),
-                      select(status_deltas.c.status, status_deltas.c.n)).subquery()
-    rows = session.execute(select(parts.c.status, func.sum(parts.c.n)).group_by(parts.c.status)).all()
-    counts = {s.value: 0 for s in Status}
-    counts.update({status: int(n) for status, n in rows})
-    return counts
+    row = session.execute(select(*count_columns())).one()
+    return {s.value: int(getattr(row, s.value)) for s in Status}
 
 
 def fold_deltas(session: Connection) -> int:

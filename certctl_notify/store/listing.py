@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, Row, func, select, tuple_
 
 from certctl_notify.model import Status, events
-from certctl_notify.store.counts import status_counts_now
+from certctl_notify.store.counts import count_columns, status_counts_now
 
 #: Most rows a filtered total counts; past it the total is reported as a lower bound ("10,000+").
 TOTAL_CAP = 10_000
@@ -45,6 +45,8 @@ def filter_clauses(f: NotificationFilter) -> list:
         if value is not None:
             clauses.append(column == value)
     if f.q:
+        # only rows with an error can match: the partial index on them is walked, not the table
+        clauses.append(events.c.last_error.is_not(None))
         clauses.append(events.c.last_error.ilike(f"%{_escape_like(f.q)}%", escape="\\"))
     if f.created_after is not None:
         clauses.append(events.c.created_at >= f.created_after)
@@ -128,16 +130,18 @@ def list_notifications(
 
 def summary(session: Connection, *, now: datetime) -> dict:
     """Counts per status (maintained, no scan), the oldest pending row's age and the retries due now
-    (both read from indexes: the first pending row by creation, the due part of the retry index)."""
-    oldest = session.execute(select(events.c.created_at).where(events.c.status == Status.PENDING.value)
-                             .order_by(events.c.created_at).limit(1)).scalar()
-    due = session.execute(select(func.count()).select_from(events).where(
+    (both read from indexes: the first pending row by creation, the due part of the retry index), in
+    one statement: one round trip, one snapshot."""
+    oldest = (select(events.c.created_at).where(events.c.status == Status.PENDING.value)
+              .order_by(events.c.created_at).limit(1).scalar_subquery().label("oldest_pending"))
+    due = (select(func.count()).select_from(events).where(
         events.c.status == Status.FAILED.value, events.c.next_retry_at.is_not(None), events.c.next_retry_at <= now,
-    )).scalar_one()
+    ).scalar_subquery().label("retries_due"))
+    row = session.execute(select(*count_columns(), oldest, due)).one()
     return {
-        "counts": status_counts_now(session),
-        "oldest_pending_seconds": max(0.0, (now - oldest).total_seconds()) if oldest else 0.0,
-        "retries_due": due,
+        "counts": {s.value: int(getattr(row, s.value)) for s in Status},
+        "oldest_pending_seconds": max(0.0, (now - row.oldest_pending).total_seconds()) if row.oldest_pending else 0.0,
+        "retries_due": row.retries_due,
     }
 
 

@@ -72,11 +72,11 @@ def _claim_and_open():
     opened = (
         attempts.insert()
         .from_select(
-            ["notification_id", "attempt", "started_at", "worker", "task_id"],
+            ["notification_id", "attempt", "started_at", "worker", "task_id", "channel"],
             select(claimed.c.id, bindparam("b_attempt", type_=attempts.c.attempt.type),
                    bindparam("b_now", type_=attempts.c.started_at.type),
                    bindparam("b_worker", type_=attempts.c.worker.type),
-                   bindparam("b_task_id", type_=attempts.c.task_id.type)),
+                   bindparam("b_task_id", type_=attempts.c.task_id.type), claimed.c.channel),
         )
         .returning(attempts.c.id.label("attempt_id"), attempts.c.notification_id)
         .cte("opened")
@@ -109,7 +109,8 @@ def claim(session: Connection, notification_id: str, *, attempt: int, token: str
     row = session.execute(_claim_update(), params).first()
     if row is None:
         return None
-    attempt_id = open_attempt(session, notification_id, attempt=attempt, now=now, worker=worker, task_id=task_id)
+    attempt_id = open_attempt(session, notification_id, attempt=attempt, now=now, worker=worker, task_id=task_id,
+                              channel=row.channel)
     return ClaimedRow(*row, attempt_id)
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import event, select, text
 
 from certctl_notify import store
 from certctl_notify.db import make_sessions
 from certctl_notify.migrate import upgrade
-from certctl_notify.model import attempts
+from certctl_notify.model import Outcome, attempts
 from certctl_notify.store import OutcomeCounts
 
 NOW = datetime(2026, 11, 29, 12, 34, 56, tzinfo=UTC)
@@ -141,3 +141,21 @@ def test_sqlite_counts_the_same_hours_through_the_index(sqlite):
         statement, parameters = statement_of_hourly_outcomes(s)
         plan = " ".join(str(r[-1]) for r in s.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters))
     assert "idx_notification_attempts_finished" in plan, plan
+
+
+def test_an_attempt_carries_its_rows_channel_so_the_chart_reads_no_row(sessions):
+    # Given a Slack row claimed for its first attempt (the claim opens the attempt record)
+    with sessions.begin() as s:
+        store.insert_notification(s, {"id": "notif_chan", "type": "Revocation", "channel": "Slack",
+                                      "recipient": "", "message": "m", "status": "pending", "retry_count": 0})
+    now = datetime.now(UTC)
+    with sessions.begin() as s:
+        claimed = store.claim(s, "notif_chan", attempt=1, token="t:1", now=now, lease_seconds=60, worker="w",
+                              task_id="t")
+        store.finish_attempt(s, "notif_chan", attempt=1, task_id="t", now=now, outcome=Outcome.SENT,
+                             attempt_id=claimed.attempt_id, started_at=now)
+    # Then its attempt record names the channel itself, and the chart counts it there
+    with sessions.begin() as s:
+        assert s.execute(select(attempts.c.channel)).scalar_one() == "Slack"
+        buckets = store.hourly_outcomes(s, now=now)
+    assert buckets[-1].counts("Slack").sent == 1

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
 
 from certctl_notify import store
 from certctl_notify.db import make_sessions
@@ -101,26 +102,35 @@ def test_a_storm_of_concurrent_writers_and_folds_leaves_the_counts_exact(session
         s.execute(events.insert(), seed)
     ids = [r["id"] for r in seed]
     errors: list[BaseException] = []
+    aborted: list[BaseException] = []
     stop = threading.Event()
 
     def writer(n: int) -> None:
         rnd = random.Random(n)
         try:
             for _ in range(60):
-                with sessions.begin() as s:
-                    kind = rnd.random()
-                    if kind < 0.5:
-                        s.execute(events.update().where(events.c.id == rnd.choice(ids))
-                                  .values(status=rnd.choice(STATUSES)))
-                    elif kind < 0.8:
-                        s.execute(events.update().where(events.c.id.in_(rnd.sample(ids, 20)))
-                                  .values(status=rnd.choice(STATUSES)))
-                    elif kind < 0.9:
-                        s.execute(events.delete().where(events.c.id.in_(rnd.sample(ids, 3))))
-                    else:
-                        s.execute(events.insert(), rows(5, rnd.choice(STATUSES)))
+                try:
+                    change(rnd)
+                except DBAPIError as exc:  # two writers' random row sets locked in opposite orders
+                    if "deadlock detected" not in str(exc):
+                        raise
+                    aborted.append(exc)  # rolled back: whatever it had counted goes with it
         except BaseException as exc:  # noqa: BLE001 — reported by the test
             errors.append(exc)
+
+    def change(rnd: random.Random) -> None:
+        with sessions.begin() as s:
+            kind = rnd.random()
+            if kind < 0.5:
+                s.execute(events.update().where(events.c.id == rnd.choice(ids))
+                          .values(status=rnd.choice(STATUSES)))
+            elif kind < 0.8:
+                s.execute(events.update().where(events.c.id.in_(rnd.sample(ids, 20)))
+                          .values(status=rnd.choice(STATUSES)))
+            elif kind < 0.9:
+                s.execute(events.delete().where(events.c.id.in_(rnd.sample(ids, 3))))
+            else:
+                s.execute(events.insert(), rows(5, rnd.choice(STATUSES)))
 
     def folder() -> None:
         try:
@@ -140,8 +150,10 @@ def test_a_storm_of_concurrent_writers_and_folds_leaves_the_counts_exact(session
     stop.set()
     for t in folders:
         t.join(30)
-    # Then no writer failed (no deadlock, no lock wait) and the counts are exact, before and after a fold
+    # Then no writer failed but for deadlocks between the writers' own random row sets (never on the
+    # counts: appending deltas takes no lock), and the counts are exact, before and after a fold
     assert errors == []
+    assert all("notification_status" not in str(exc) for exc in aborted)
     assert maintained(sessions) == counted(sessions)
     with sessions.begin() as s:
         store.fold_deltas(s)
