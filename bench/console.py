@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench import seed  # noqa: E402
 from bench.common import (  # noqa: E402
     PG_ADMIN_URL,
     BenchError,
@@ -68,80 +69,8 @@ TIMED = (("dead tab", DEAD_TAB), ("all tab", "/console/notifications"), ("overvi
          ("sign-in (floor)", "/console/sign-in"))
 API_DEAD = "/api/v1/notifications?status=dead&per_page=50"
 
-FILL_EVENTS = """
-INSERT INTO notification_events (id, type, certificate_id, channel, recipient, message, severity, status,
-    retry_count, next_retry_at, last_error, sent_at, created_at, updated_at, dispatched_at)
-SELECT 'notif_' || md5(%(tag)s || i::text), type, cert, channel,
-       CASE channel WHEN 'Email' THEN 'pki-team@example.test' WHEN 'Slack' THEN '#cert-alerts'
-                    WHEN 'Teams' THEN 'PKI' ELSE '' END,
-       CASE type WHEN 'ExpirationWarning' THEN format('certificate %%s (%%s.example.test) expires in %%s days',
-                                                        cert, cert, 1 + floor(rw * 30))
-                 WHEN 'Revocation' THEN format('certificate %%s was revoked (keyCompromise)', cert)
-                 ELSE format('%%s for certificate %%s on %%s.example.test', type, cert, cert) END,
-       CASE WHEN type IN ('RenewalFailure', 'DeploymentFailure') THEN 'error' WHEN type = 'Revocation' THEN 'critical'
-            WHEN type = 'ExpirationWarning' OR type = 'PolicyViolation' THEN 'warning' ELSE 'info' END,
-       status, retries,
-       CASE WHEN status = 'failed' THEN now() + (rw * 20 - 2) * interval '1 minute' END,
-       CASE WHEN status IN ('failed', 'dead') THEN (ARRAY[
-            'HTTP 503 Service Unavailable from https://hooks.example.test/certctl',
-            'timed out after 10 s connecting to smtp.example.test:587',
-            'HTTP 429 Too Many Requests (Retry-After: 30)',
-            'HTTP 410 Gone: the Slack webhook URL was revoked',
-            'TLS handshake with events.pagerduty.example.test failed: certificate verify failed'
-            ])[1 + floor(re * 5)::int] END,
-       CASE WHEN status IN ('sent', 'read') THEN created + (1 + 60 * retries) * interval '1 second' END,
-       created,
-       CASE WHEN status = 'read' THEN least(now(), created + interval '2 hours')
-            ELSE created + (1 + 60 * retries) * interval '1 second' END,
-       created
-FROM (
-    SELECT i, rw, re,
-           -- pending rows are young: a pending row from last week would be a stuck sweep, not a realistic mix
-           now() - ru * CASE WHEN rs < .99 THEN interval '30 days' ELSE interval '15 minutes' END AS created,
-           CASE WHEN rs < .90 THEN 'sent' WHEN rs < .93 THEN 'read' WHEN rs < .97 THEN 'dead'
-                WHEN rs < .99 THEN 'failed' ELSE 'pending' END AS status,
-           CASE WHEN rs < .93 THEN (rw < .3)::int WHEN rs < .97 THEN 5 WHEN rs < .99 THEN 1 + floor(rw * 3)::int
-                ELSE 0 END AS retries,
-           CASE WHEN rt < .60 THEN 'ExpirationWarning' WHEN rt < .75 THEN 'RenewalSuccess'
-                WHEN rt < .80 THEN 'RenewalFailure' WHEN rt < .92 THEN 'DeploymentSuccess'
-                WHEN rt < .95 THEN 'DeploymentFailure' WHEN rt < .99 THEN 'PolicyViolation'
-                ELSE 'Revocation' END AS type,
-           CASE WHEN rc < .30 THEN 'Email' WHEN rc < .55 THEN 'Slack' WHEN rc < .75 THEN 'Webhook'
-                WHEN rc < .87 THEN 'Teams' WHEN rc < .95 THEN 'PagerDuty' ELSE 'OpsGenie' END AS channel,
-           'mc-' || lpad(floor(rk * rk * 20000)::int::text, 5, '0') AS cert  -- a few certificates recur a lot
-    FROM (SELECT i, random() AS rs, random() AS rt, random() AS rc, random() AS rk, random() AS rw,
-                 random() AS re, random() AS ru
-          FROM generate_series(1, %(rows)s) AS i) r
-) s
-"""
-#: Every attempt of the rows created in the last 24 h: sent/read 1 (+1 retry for 30 %), failed 1–3, dead 5.
-#: (Run without parameters, so "%" is SQL's modulo here.)
-FILL_ATTEMPTS = """
-INSERT INTO notification_attempts (notification_id, attempt, started_at, finished_at, outcome, error_class,
-    error, status_code, duration_ms, worker, task_id)
-SELECT id, k, started, started + ms * interval '1 millisecond', outcome,
-       CASE WHEN outcome <> 'sent' THEN 'transient' END, CASE WHEN outcome <> 'sent' THEN last_error END,
-       CASE WHEN outcome = 'sent' THEN 200 ELSE 503 END, ms, 'celery@worker-' || (1 + k % 2), md5(id || k)
-FROM (
-    SELECT e.id, e.last_error, k, e.created_at + 60 * (2 ^ (k - 1) - 1) * interval '1 second' AS started,
-           (20 + floor(random() * 400))::int AS ms,
-           CASE WHEN k < n THEN 'retry' WHEN e.status IN ('sent', 'read') THEN 'sent'
-                WHEN e.status = 'dead' THEN 'dead' ELSE 'retry' END AS outcome
-    FROM notification_events e
-    CROSS JOIN LATERAL (SELECT CASE e.status WHEN 'dead' THEN 5 WHEN 'failed' THEN e.retry_count
-                                             WHEN 'pending' THEN 0 ELSE e.retry_count + 1 END AS n) a
-    CROSS JOIN LATERAL generate_series(1, a.n) AS k
-    WHERE e.created_at >= now() - interval '24 hours'
-) t
-WHERE started + ms * interval '1 millisecond' <= now()
-"""
-FILL_AUDIT = """
-INSERT INTO audit_log (at, actor, action, target, detail, request_id)
-SELECT now() - random() * interval '30 days', (ARRAY['alice', 'bob', 'oncall-bot'])[1 + floor(random() * 3)::int],
-       (ARRAY['requeue', 'mark_read', 'bulk_requeue'])[1 + floor(random() * 3)::int], 'notif_' || md5(i::text),
-       '{"from": "dead"}'::json, md5('req' || i)
-FROM generate_series(1, %(rows)s) AS i
-"""
+#: The status mix of the fills (pending rows from the last 15 minutes).
+MIX = seed.Mix(sent=0.90, read=0.03, dead=0.04, failed=0.02, pending=0.01)
 
 
 def track_inflight(page) -> set:
@@ -281,28 +210,11 @@ class Bench:
 
     def fill(self, rows: int) -> dict:
         """Empty the tables and fill them with ``rows`` notifications; returns counts and timings."""
-        timings = {}
         raw = self.engine.raw_connection()
         try:
             raw.autocommit = True
             with raw.cursor() as cur:
-                started = time.perf_counter()
-                cur.execute("TRUNCATE notification_attempts, notification_events, audit_log")
-                cur.execute("BEGIN")
-                cur.execute(FILL_EVENTS, {"rows": rows, "tag": f"{rows}:"})
-                cur.execute(FILL_ATTEMPTS)
-                cur.execute(FILL_AUDIT, {"rows": AUDIT_ROWS})
-                cur.execute("COMMIT")
-                timings["insert_s"] = time.perf_counter() - started
-                started = time.perf_counter()
-                cur.execute("VACUUM (ANALYZE) notification_events, notification_attempts, audit_log")
-                timings["vacuum_s"] = time.perf_counter() - started
-                cur.execute("SELECT status, count(*) FROM notification_events GROUP BY status")
-                timings["statuses"] = dict(cur.fetchall())
-                cur.execute("SELECT count(*) FROM notification_attempts")
-                timings["attempts"] = cur.fetchone()[0]
-                cur.execute("SELECT pg_total_relation_size('notification_events')")
-                timings["bytes"] = cur.fetchone()[0]
+                timings = seed.fill(cur, rows, mix=MIX, tag=f"{rows}:", attempts="last day", audit_rows=AUDIT_ROWS)
                 cur.execute("SELECT e.id FROM notification_events e WHERE e.status = 'dead' AND EXISTS "
                             "(SELECT 1 FROM notification_attempts a WHERE a.notification_id = e.id) "
                             "ORDER BY e.created_at DESC LIMIT 1")
