@@ -87,7 +87,8 @@ def _bulk_requeue(api, channel: str | None, dry_run: bool) -> None:
         click.echo(f"{matched} dead notifications would be requeued")
         return
     job = call(api.post, "/api/v1/notifications/requeue", body)
-    click.echo(f"bulk requeue {job['job_id']}: {job['matched']} rows at {job['rate_per_second']:g}/s")
+    pace = f"at {job['rate_per_second']:g}/s" if job["rate_per_second"] else "unthrottled"
+    click.echo(f"bulk requeue {job['job_id']}: {job['matched']} rows {pace}")
     done = 0
     with click.progressbar(length=max(job["matched"], 1), label="requeueing", file=sys.stderr) as bar:
         while True:

@@ -38,8 +38,9 @@ class View:
     q: str | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
-    page: int = 1
+    page: int = 1  #: shown as "Page n"; the rows come from ``cursor`` when there is one, else by offset
     as_of: datetime | None = None
+    cursor: str | None = None  #: keyset position (the "Older" link): a deep page costs what page 1 costs
 
     @property
     def statuses(self) -> tuple[str, ...]:
@@ -62,7 +63,8 @@ class View:
         values = {"tab": None if view.tab == "all" else view.tab, "channel": view.channel, "type": view.type,
                   "certificate_id": view.certificate_id, "q": view.q,
                   "created_after": _iso(view.created_after), "created_before": _iso(view.created_before),
-                  "page": None if view.page == 1 else str(view.page), "as_of": _iso(view.as_of)}
+                  "page": None if view.page == 1 else str(view.page), "as_of": _iso(view.as_of),
+                  "cursor": view.cursor}
         return {k: v for k, v in values.items() if v is not None}
 
     def bulk_body(self) -> dict:
@@ -101,7 +103,7 @@ def from_args(args) -> View:
     if tab not in _STATUSES:
         raise ApiError(400, "bad_parameter", f"tab {tab!r} is not one of: {', '.join(_STATUSES)}")
     raw = {name: _blank_is_none(args, name) for name in
-           ("channel", "type", "certificate_id", "q", "created_after", "created_before", "page", "as_of")}
+           ("channel", "type", "certificate_id", "q", "created_after", "created_before", "page", "as_of", "cursor")}
     page = 1
     if raw["page"] is not None:
         if not raw["page"].isdigit() or not 1 <= int(raw["page"]) <= params.MAX_PAGE:
@@ -117,6 +119,7 @@ def from_args(args) -> View:
         created_before=params.timestamp("created_before", raw["created_before"]),
         page=page,
         as_of=params.timestamp("as_of", raw["as_of"]),
+        cursor=params.text("cursor", raw["cursor"]),
     )
 
 

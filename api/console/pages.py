@@ -53,8 +53,11 @@ def notifications():
     keep = filters.kept_ids(request.args)
     with deps().sessions.begin() as session:
         counts, capped = store.counts_by_status(session, view.store_filter(as_of=None))
-        found = store.list_notifications(session, view.store_filter(as_of=as_of), page=view.page,
-                                         per_page=filters.PER_PAGE)
+        try:
+            found = store.list_notifications(session, view.store_filter(as_of=as_of), per_page=filters.PER_PAGE,
+                                             page=1 if view.cursor else view.page, cursor=view.cursor)
+        except ValueError as exc:  # a cursor edited by hand
+            raise ApiError(400, "bad_parameter", str(exc)) from None
         kept = store.list_notifications(session, NotificationFilter(ids=keep),
                                         per_page=filters.MAX_KEPT).rows if keep else []
     rows, total = found.rows, found.total
@@ -67,17 +70,20 @@ def notifications():
 
     tabs = [(tab, label, shown(sum(counts.values()), bool(capped)) if not statuses
              else shown(counts[statuses[0]], statuses[0] in capped),
-             url_for("console.notifications", **view.args(tab=tab, page=1, as_of=None)))
+             url_for("console.notifications", **view.args(tab=tab, page=1, as_of=None, cursor=None)))
             for tab, label, statuses in filters.TABS]
     pages = {
         "first": view.page == 1, "from": (view.page - 1) * filters.PER_PAGE + 1 if rows else 0,
         "to": (view.page - 1) * filters.PER_PAGE + len(rows) - len(outside),
         "total": total, "total_shown": shown(total, not found.total_exact),
-        "prev": url_for("console.notifications", **view.args(page=view.page - 1, as_of=as_of))
+        # older pages by keyset (flat at any depth), newer by offset from the top (rarely deep)
+        "prev": url_for("console.notifications", **view.args(page=view.page - 1, as_of=as_of, cursor=None))
         if view.page > 1 else None,
-        "next": url_for("console.notifications", **view.args(page=view.page + 1, as_of=as_of))
+        "next": url_for("console.notifications", **view.args(page=view.page + 1, as_of=as_of,
+                                                             cursor=found.next_cursor))
         if found.next_cursor else None,
-        "newest": url_for("console.notifications", **view.args(page=1, as_of=None)) if view.as_of else None,
+        "newest": url_for("console.notifications", **view.args(page=1, as_of=None, cursor=None))
+        if view.as_of else None,
     }
     return _render("console/notifications.html", "console/_notifications_live.html", active="notifications",
                    view=view, tabs=tabs, rows=rows, outside=outside, pages=pages, as_of=as_of,

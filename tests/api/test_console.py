@@ -267,12 +267,17 @@ def test_paging_stays_on_the_same_rows_while_new_ones_arrive(admin, make_row):
     old = [make_row("dead", created_at=base + timedelta(seconds=i)).id for i in range(60)]
     first = admin.get("/console/notifications?tab=dead").get_data(as_text=True)
     older = re.search(r'href="([^"]+)" rel="next"', first).group(1).replace("&amp;", "&")
-    assert "as_of=" in older
+    assert "as_of=" in older and "cursor=" in older  # older pages by keyset
     for _ in range(5):  # alerts arriving while the operator reads page 1
         make_row("dead")
     second = Tags(admin.get(older).get_data(as_text=True))
     ids = [r["data-id"] for r in second.all("tr") if "data-id" in r]
     assert ids == list(reversed(old[:10]))
+    # and the way back to page 1 shows the same first 50 (by offset), still pinned
+    newer = re.search(r'href="([^"]+)" rel="prev"', admin.get(older).get_data(as_text=True)).group(1)
+    back = Tags(admin.get(newer.replace("&amp;", "&")).get_data(as_text=True))
+    assert [r["data-id"] for r in back.all("tr") if "data-id" in r] == list(reversed(old[10:]))
+    assert admin.get("/console/notifications?cursor=bogus").status_code == 400
 
 
 def test_a_row_acted_on_stays_in_view_marked_after_it_leaves_the_tab(admin, make_row):
