@@ -279,9 +279,34 @@ class StatusCountDelta(Base):
     n: Mapped[int] = mapped_column(BigInteger)
 
 
+class AttemptHourly(Base):
+    """Attempts that finished per UTC hour, channel and outcome, kept by triggers (PostgreSQL; migration 0011)."""
+
+    __tablename__ = "attempt_hourly"
+
+    hour: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    channel: Mapped[str] = mapped_column(Text, primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(16), primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger)
+
+
+class AttemptHourlyDelta(Base):
+    """Finished attempts not yet folded into `AttemptHourly` (appended, never locked)."""
+
+    __tablename__ = "attempt_hourly_deltas"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    hour: Mapped[datetime] = mapped_column(UTCDateTime)
+    channel: Mapped[str] = mapped_column(Text)
+    outcome: Mapped[str] = mapped_column(String(16))
+    n: Mapped[int] = mapped_column(BigInteger)
+
+
 events = NotificationEvent.__table__
 attempts = NotificationAttempt.__table__
 audit_log = AuditEntry.__table__
 requeue_jobs = RequeueJob.__table__
 status_counts = StatusCount.__table__
 status_deltas = StatusCountDelta.__table__
+attempt_hourly = AttemptHourly.__table__
+attempt_hourly_deltas = AttemptHourlyDelta.__table__

@@ -15,6 +15,7 @@ from certctl_notify.db import UNAVAILABLE
 from certctl_notify.delivery import Attempt
 from certctl_notify.errors import DeliveryError, TransientError, ValidationError
 from certctl_notify.intake import enqueue_alert
+from certctl_notify.model import utcnow
 from certctl_notify.publish import (
     BULK_REQUEUE_TASK,
     DELIVER_TASK,
@@ -128,9 +129,10 @@ def register_tasks(app: Celery, runtime: Runtime) -> None:
 
     @app.task(name=FOLD_COUNTS_TASK)
     def fold_counts() -> int:
-        """Fold the status counts' deltas into their base (beat runs it every few seconds)."""
+        """Fold the status counts' and the hourly attempt counts' deltas into their bases (beat runs it
+        every few seconds)."""
         with runtime.sessions.begin() as session:
-            return store.fold_deltas(session)
+            return store.fold_deltas(session) + store.fold_hourly(session, now=utcnow())
 
     @app.task(name=PURGE_TASK)
     def purge_expired() -> int:

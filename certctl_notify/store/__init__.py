@@ -14,7 +14,13 @@ Functions take a Core `Connection` inside a transaction and never commit: the ca
 transaction. The names below are the store's API, so callers write ``store.claim(...)``.
 """
 
-from certctl_notify.store.activity import HourBucket, OutcomeCounts, hourly_outcomes, last_finished_attempt
+from certctl_notify.store.activity import (
+    HourBucket,
+    OutcomeCounts,
+    fold_hourly,
+    hourly_outcomes,
+    last_finished_attempt,
+)
 from certctl_notify.store.attempts import MAX_ERROR_CHARS, finish_attempt, list_attempts
 from certctl_notify.store.audit import add_audit, list_audit
 from certctl_notify.store.counts import fold_deltas, recount, status_counts_now
@@ -58,10 +64,11 @@ from certctl_notify.store.transitions import (
 
 __all__ = [
     "add_audit", "advance_job", "cancel_job", "claim", "count_by_status", "count_matching", "count_purgeable",
-    "counts_by_status", "due_for_redispatch", "finish_attempt", "finish_job", "fold_deltas", "get", "get_by_dedupe_key",
-    "get_job", "HourBucket", "hourly_outcomes", "insert_job", "insert_notification", "insert_notification_audited",
-    "job_batch_ids", "last_finished_attempt", "list_attempts", "list_audit", "list_notifications", "mark_dead",
-    "mark_dispatched", "mark_failed", "mark_read", "mark_sent", "MAX_ERROR_CHARS", "NotificationFilter",
-    "OutcomeCounts", "purge_batch", "PURGEABLE", "record_sent", "recount", "requeue", "requeue_many", "running_job",
-    "status_counts_now", "summary", "take_due_retries", "take_over_stalled_jobs", "try_sweep_lock",
+    "counts_by_status", "due_for_redispatch", "finish_attempt", "finish_job", "fold_deltas", "fold_hourly", "get",
+    "get_by_dedupe_key", "get_job", "HourBucket", "hourly_outcomes", "insert_job", "insert_notification",
+    "insert_notification_audited", "job_batch_ids", "last_finished_attempt", "list_attempts", "list_audit",
+    "list_notifications", "mark_dead", "mark_dispatched", "mark_failed", "mark_read", "mark_sent",
+    "MAX_ERROR_CHARS", "NotificationFilter", "OutcomeCounts", "purge_batch", "PURGEABLE", "record_sent",
+    "recount", "requeue", "requeue_many", "running_job", "status_counts_now", "summary", "take_due_retries",
+    "take_over_stalled_jobs", "try_sweep_lock",
 ]

@@ -110,16 +110,20 @@ def statement_of_hourly_outcomes(session) -> tuple[str, object]:
     return sql, parameters
 
 
-def test_the_query_reads_the_window_through_the_finished_at_index(sessions):
-    # Given the statement hourly_outcomes runs
+def test_postgresql_reads_the_hourly_counts_not_the_attempts_and_folding_changes_nothing(sessions):
+    # Given the statement hourly_outcomes runs on PostgreSQL
     add_attempts(sessions)
     with sessions.begin() as s:
-        statement, parameters = statement_of_hourly_outcomes(s)
-        # When PostgreSQL plans it without the option of a sequential scan
-        s.exec_driver_sql("SET LOCAL enable_seqscan = off")
-        plan = "\n".join(r[0] for r in s.exec_driver_sql("EXPLAIN " + statement, parameters))
-    # Then the range on finished_at uses the index (the window is never a scan of every attempt)
-    assert "idx_notification_attempts_finished" in plan, plan
+        statement, _ = statement_of_hourly_outcomes(s)
+        before = store.hourly_outcomes(s, now=NOW)
+    # Then it reads the per-hour counts the triggers keep, never an attempt or a notification
+    assert "attempt_hourly" in statement
+    assert "notification_attempts" not in statement and "notification_events" not in statement
+    # And folding the deltas into the base changes no bucket
+    with sessions.begin() as s:
+        assert store.fold_hourly(s, now=NOW) > 0
+        assert store.hourly_outcomes(s, now=NOW) == before
+        assert s.execute(text("SELECT count(*) FROM attempt_hourly_deltas")).scalar_one() == 0
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ PG_ADMIN_URL = os.environ.get(
     "CERTCTL_TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 )
 REPO_ROOT = Path(__file__).resolve().parents[2]
-HEAD = "0010_attempt_channel"
+HEAD = "0011_attempt_hourly"
 ORIGINAL_SERVICE_TABLES = {"managed_certificates"}
 
 ORIGINAL_SCHEMA = """
