@@ -986,6 +986,13 @@ class Chaos:
                 " WHERE e.certificate_id LIKE :p GROUP BY e.id"), {"p": f"{CHAOS_PREFIX}%"}).mappings().all()
         return {row["certificate_id"]: dict(row) for row in rows}
 
+    def maintained_counts(self) -> dict[str, dict[str, int]]:
+        """The counts per status the triggers kept through every kill and restart, and COUNT(*)."""
+        from certctl_notify import store
+
+        with self.engine.connect() as conn:
+            return {"maintained": store.status_counts_now(conn), "counted": store.count_by_status(conn)}
+
     def next_to(self, alert: Alert) -> str:
         """The alert's acknowledgement and the event nearest to it (a worker killed as it popped the intake
         message shows here)."""
@@ -1083,6 +1090,7 @@ class Chaos:
             "broker_wipes": [{"kind": w.kind, "at_s": round(w.at, 2), "intake_messages": len(w.intake_ids),
                               "delivery_messages": w.deliveries} for w in self.wipes],
             "row_id_mismatches": len(wrong_id),
+            "status_counts": self.maintained_counts(),
             "rows": len(rows),
             "sent": sum(1 for r in rows.values() if r["status"] == "sent"),
             "delivered": len(ok),
@@ -1351,6 +1359,9 @@ class Chaos:
               f"{f['acknowledged_api']}, Celery {f['acknowledged_celery']}); not acknowledged "
               f"{sum(f['not_acknowledged'].values())} {f['not_acknowledged'] or ''}, of which stored anyway "
               f"{f['stored_not_acknowledged']}")
+        counts = f["status_counts"]
+        agree = "equal" if counts["maintained"] == counts["counted"] else "DIFFER"
+        print(f"  counts per status       : maintained {counts['maintained']} {agree} COUNT(*) {counts['counted']}")
         print(f"  LOST                    : {f['lost']} (acknowledged, never stored: {f['lost_unstored']}, of them "
               f"via the API {f['lost_unstored_api']}; rows neither sent nor dead at the end: "
               f"{f['lost_unfinished_rows']} {f['lost_unfinished_statuses'] or ''})"
