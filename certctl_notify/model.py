@@ -168,6 +168,8 @@ class NotificationEvent(Base):
         Index("idx_notification_events_status_updated", "status", "updated_at"),
         Index("idx_notification_events_created", "created_at", "id"),
         Index("idx_notification_events_certificate_id", "certificate_id"),
+        Index("idx_notification_events_channel_created", "channel", "created_at", "id"),
+        Index("idx_notification_events_type_created", "type", "created_at", "id"),
         # newest first among the rows that have an error: what a search in last_error (q) walks
         Index("idx_notification_events_errors", "created_at", "id",
               postgresql_where=text("last_error IS NOT NULL"), sqlite_where=text("last_error IS NOT NULL")),

@@ -9,9 +9,11 @@ from urllib.parse import urlencode
 
 import pytest
 import redis
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 
 from certctl_notify import store
+from certctl_notify.model import events
+from certctl_notify.store.listing import NotificationFilter, filter_clauses
 from tests.api.conftest import ADMIN, READ
 
 LIST = "/api/v1/notifications"
@@ -326,3 +328,21 @@ def test_a_filter_matching_more_than_ten_thousand_rows_reports_a_lower_bound(htt
     # while a status-only filter is answered exactly from the maintained counts
     body = http.get(f"{LIST}?status=dead&per_page=5", headers=READ).json
     assert (body["total"], body["total_exact"]) == (10_050, True)
+
+
+def test_a_search_in_last_error_and_a_rare_channel_are_answered_from_indexes(sessions):
+    def plan(f: NotificationFilter) -> str:
+        statement = (select(events.c.id).where(*filter_clauses(f))
+                     .order_by(events.c.created_at.desc(), events.c.id.desc()).limit(51))
+        compiled = statement.compile(dialect=sessions.engine.dialect, compile_kwargs={"literal_binds": True})
+        with sessions.begin() as s:
+            s.exec_driver_sql("SET LOCAL enable_seqscan = off")  # a tiny test table would be scanned anyway
+            return "\n".join(r[0] for r in s.exec_driver_sql(f"EXPLAIN {compiled}"))
+
+    # a substring search reads an index of the rows with an error (the trigram one or the partial one)
+    assert "Seq Scan" not in plan(NotificationFilter(q="gateway timeout"))
+    assert "idx_notification_events_channel_created" in plan(NotificationFilter(channel="OpsGenie"))
+    assert "idx_notification_events_type_created" in plan(NotificationFilter(type="Revocation"))
+    with sessions.begin() as s:  # pg_trgm is available to the tests' superuser, so 0012 made its index
+        assert s.execute(select(func.count()).select_from(text("pg_indexes")).where(
+            text("indexname = 'idx_notification_events_last_error_trgm'"))).scalar_one() == 1
