@@ -203,8 +203,8 @@ def test_a_row_another_transaction_holds_is_skipped_not_waited_for(sessions, eng
 
 
 def test_intake_proceeds_while_a_purge_of_many_rows_runs(sessions):
-    # Given 20,000 sent rows past their age, each with an attempt
-    add_many(sessions, 20_000, "sent", changed_days_ago=40)
+    # Given 100,000 sent rows past their age, each with an attempt
+    add_many(sessions, 100_000, "sent", changed_days_ago=40)
 
     class Unpublished:
         """Intake without a broker: the rows are what is measured."""
@@ -239,12 +239,12 @@ def test_intake_proceeds_while_a_purge_of_many_rows_runs(sessions):
     elapsed = time.monotonic() - started
     # Then every old row went, and alerts were stored all along, none waiting long
     [done] = report
-    assert done.purged["sent"] == 20_000 and done.finished
+    assert done.purged["sent"] == 100_000 and done.finished
     print(f"\npurge: {done.total:,} rows in {done.seconds:.2f} s = {done.total / done.seconds:,.0f} rows/s, "
           f"{done.batches} batches\nintake without purge: {summary(quiet)} ({len(quiet) / 2:,.0f}/s)\n"
           f"intake during purge:  {summary(during)} ({len(during) / elapsed:,.0f}/s)")
     assert len(during) >= 50, "intake stalled while the purge ran"
-    assert max(during) < 0.5
+    assert max(during) < 0.5  # not a speed figure: a purge that held a lock intake needs would stall it
     with sessions.begin() as s:
         assert s.execute(select(func.count()).select_from(events)).scalar_one() == len(quiet) + len(during)
     assert attempt_owners(sessions) == set() and counts_are_exact(sessions)
