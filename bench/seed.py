@@ -90,12 +90,12 @@ FROM (
 #: (Run without parameters, so "%" is SQL's modulo here.)
 ATTEMPTS_LAST_DAY = """
 INSERT INTO notification_attempts (notification_id, attempt, started_at, finished_at, outcome, error_class,
-    error, status_code, duration_ms, worker, task_id)
+    error, status_code, duration_ms, worker, task_id, channel)
 SELECT id, k, started, started + ms * interval '1 millisecond', outcome,
        CASE WHEN outcome <> 'sent' THEN 'transient' END, CASE WHEN outcome <> 'sent' THEN last_error END,
-       CASE WHEN outcome = 'sent' THEN 200 ELSE 503 END, ms, 'celery@worker-' || (1 + k % 2), md5(id || k)
+       CASE WHEN outcome = 'sent' THEN 200 ELSE 503 END, ms, 'celery@worker-' || (1 + k % 2), md5(id || k), channel
 FROM (
-    SELECT e.id, e.last_error, k, e.created_at + 60 * (2 ^ (k - 1) - 1) * interval '1 second' AS started,
+    SELECT e.id, e.channel, e.last_error, k, e.created_at + 60 * (2 ^ (k - 1) - 1) * interval '1 second' AS started,
            (20 + floor(random() * 400))::int AS ms,
            CASE WHEN k < n THEN 'retry' WHEN e.status IN ('sent', 'read') THEN 'sent'
                 WHEN e.status = 'dead' THEN 'dead' ELSE 'retry' END AS outcome
@@ -111,12 +111,12 @@ WHERE started + ms * interval '1 millisecond' <= now()
 #: have none. (Run without parameters, so "%" is SQL's modulo here.)
 ATTEMPTS_LAST_EACH = """
 INSERT INTO notification_attempts (notification_id, attempt, started_at, finished_at, outcome, error_class,
-    error, status_code, duration_ms, worker, task_id)
+    error, status_code, duration_ms, worker, task_id, channel)
 SELECT id, k, started, started + ms * interval '1 millisecond', outcome,
        CASE WHEN outcome <> 'sent' THEN 'transient' END, CASE WHEN outcome <> 'sent' THEN last_error END,
-       CASE WHEN outcome = 'sent' THEN 200 ELSE 503 END, ms, 'celery@worker-' || (1 + k % 2), md5(id || k)
+       CASE WHEN outcome = 'sent' THEN 200 ELSE 503 END, ms, 'celery@worker-' || (1 + k % 2), md5(id || k), channel
 FROM (
-    SELECT id, last_error, k, created_at + 60 * (2 ^ (k - 1) - 1) * interval '1 second' AS started,
+    SELECT id, channel, last_error, k, created_at + 60 * (2 ^ (k - 1) - 1) * interval '1 second' AS started,
            (20 + floor(random() * 400))::int AS ms,
            CASE WHEN status IN ('sent', 'read') THEN 'sent' WHEN status = 'dead' THEN 'dead' ELSE 'retry' END
                AS outcome

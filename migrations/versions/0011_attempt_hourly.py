@@ -7,7 +7,8 @@ Create Date: 2026-12-03
 PostgreSQL only, the same way as the status counts (0008): statement-level triggers on
 notification_attempts append, without taking a lock, one delta row per (hour, channel, outcome) that a
 statement finished to attempt_hourly_deltas; beat folds them into attempt_hourly with the status counts
-(store.activity.fold_hourly) and drops hours older than a week. An attempt finishes once (its outcome
+(store.activity.fold_hourly) and drops hours older than a week; attempts that finished more than 8 days
+ago (a restore, a backfill) are not counted at all. An attempt finishes once (its outcome
 goes from NULL to set), which is what is counted; deleting attempts (retention) does not uncount
 activity that happened. The last 25 hours are counted from the attempts already there, under a SHARE
 lock so no attempt finishes between that count and the triggers. SQLite (embedded, small) keeps
@@ -32,7 +33,7 @@ CREATE FUNCTION certctl_hourly_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   INSERT INTO attempt_hourly_deltas (hour, channel, outcome, n)
   SELECT {_HOUR.format(t="w")}, {_CHANNEL.format(t="w")}, w.outcome, count(*)
-  FROM new_rows w WHERE w.outcome IS NOT NULL AND w.finished_at IS NOT NULL GROUP BY 1, 2, 3;
+  FROM new_rows w WHERE w.outcome IS NOT NULL AND w.finished_at >= now() - interval '8 days' GROUP BY 1, 2, 3;
   RETURN NULL;
 END $$;
 
@@ -41,7 +42,8 @@ BEGIN
   INSERT INTO attempt_hourly_deltas (hour, channel, outcome, n)
   SELECT {_HOUR.format(t="w")}, {_CHANNEL.format(t="w")}, w.outcome, count(*)
   FROM new_rows w JOIN old_rows o ON o.id = w.id
-  WHERE o.outcome IS NULL AND w.outcome IS NOT NULL AND w.finished_at IS NOT NULL GROUP BY 1, 2, 3;
+  WHERE o.outcome IS NULL AND w.outcome IS NOT NULL AND w.finished_at >= now() - interval '8 days'
+  GROUP BY 1, 2, 3;
   RETURN NULL;
 END $$;
 
