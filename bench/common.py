@@ -171,3 +171,113 @@ def system_busy() -> float:
 
     total = psutil.cpu_times()
     return sum(total) - total.idle - getattr(total, "iowait", 0.0)
+
+
+# --- a Redis db of one's own, and a recording webhook receiver --------------------------------------
+
+#: Marks a Redis db as taken by one run: the test suite's key (tests/conftest.py), so a concurrent
+#: pytest passes over a db a bench holds, and a bench over one a test run holds.
+REDIS_OWNER_KEY = "certctl-test:owner"
+#: dbs never claimed here: 0 (the machine's default), 9 (the tests' first choice), 12 (flushed by
+#: throughput, intake and storm, which claim nothing), 13 and 14 (api_latency, scale, console).
+_RESERVED_REDIS_DBS = frozenset({0, 9, 12, 13, 14})
+
+
+class ScratchRedisDb:
+    """An empty db of the machine's Redis claimed with `REDIS_OWNER_KEY`, highest number first (the tests
+    search from 1 up); `release` deletes the keys it holds then and the claim, and never flushes.
+
+    Only an empty db is claimed and the claim keeps others out, so every key found there later is the run's.
+    """
+
+    def __init__(self, owner: str, *, seconds: float, base_url: str = "redis://127.0.0.1:6379"):
+        self.token = f"{owner} pid {uuid.uuid4().hex[:8]}"
+        self.seconds, self.base_url = int(seconds), base_url
+        self.db: int | None = None
+        self.client = None
+
+    @property
+    def url(self) -> str:
+        return f"{self.base_url}/{self.db}"
+
+    def claim(self) -> ScratchRedisDb:
+        """Raises BenchError when every candidate db holds keys or another run's claim."""
+        import redis
+
+        for db in (n for n in range(15, 0, -1) if n not in _RESERVED_REDIS_DBS):
+            client = redis.Redis.from_url(f"{self.base_url}/{db}", socket_timeout=10)
+            if client.dbsize() == 0 and client.set(REDIS_OWNER_KEY, self.token, nx=True, ex=self.seconds):
+                self.db, self.client = db, client
+                return self
+            client.close()
+        raise BenchError("no free Redis db: each candidate holds keys or another run's claim")
+
+    def keys(self) -> list[bytes]:
+        """The run's keys (the claim left out)."""
+        return [k for k in self.client.scan_iter(count=1000) if k != REDIS_OWNER_KEY.encode()]
+
+    def release(self) -> None:
+        if self.client is None:
+            return
+        if self.client.get(REDIS_OWNER_KEY) != self.token.encode():
+            print(f"Redis db {self.db}: the claim expired or changed hands; its keys are left alone", file=sys.stderr)
+        else:
+            keys = self.keys()
+            for start in range(0, len(keys), 1000):
+                self.client.delete(*keys[start:start + 1000])
+            self.client.delete(REDIS_OWNER_KEY)
+        self.client.close()
+        self.client = None
+
+
+def _serve_receiver(conn, secret: str, fail_rate: float, seed: int, failing_prefix: str) -> None:
+    from bench.chaos import Receiver
+
+    receiver = Receiver(secret, fail_rate, seed, failing_prefix)
+    conn.send(receiver.url)
+    while (command := conn.recv()) != "stop":
+        conn.send(len(receiver.requests) if command == "count" else list(receiver.requests))
+    receiver.stop()
+    conn.send(None)
+
+
+class ReceiverProcess:
+    """`bench.chaos.Receiver` (checks each Standard Webhooks signature, records each request, answers a
+    seeded ``fail_rate`` of the alerts whose certificate id starts with ``failing_prefix`` with 503, the
+    rest 200 at once) in a process of its own, so the bench's threads never hold its GIL."""
+
+    def __init__(self, secret: str, *, fail_rate: float = 0.0, seed: int = 0, failing_prefix: str = ""):
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_serve_receiver, args=(child, secret, fail_rate, seed, failing_prefix),
+                                name="receiver", daemon=True)
+        self.proc.start()
+        if not self._conn.poll(30):
+            self.stop()
+            raise BenchError("the webhook receiver did not start within 30 s")
+        self.url: str = self._conn.recv()
+
+    def _ask(self, command: str):
+        self._conn.send(command)
+        if not self._conn.poll(120):
+            raise BenchError(f"the webhook receiver did not answer {command!r} within 120 s")
+        return self._conn.recv()
+
+    def count(self) -> int:
+        """Requests answered so far."""
+        return self._ask("count")
+
+    def records(self) -> list:
+        """Every request so far, as `bench.chaos.Received` (arrival on this machine's monotonic clock)."""
+        return self._ask("records")
+
+    def stop(self) -> None:
+        if self.proc.is_alive():
+            with contextlib.suppress(BenchError, OSError):
+                self._ask("stop")
+            self.proc.join(10)
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(5)
