@@ -14,21 +14,25 @@ PG_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 
 
 class ScratchDatabase:
-    """``certctl_bench_<random>``: created and migrated by `create`, dropped (even with open
-    connections) by `drop`; a `drop` without a `create` does nothing."""
+    """``certctl_bench_<random>`` (or ``name``, for a bench with ``--keep``): created and migrated by
+    `create`, dropped (even with open connections) by `drop`; a `drop` without a `create` does nothing."""
 
-    def __init__(self):
-        self.name = f"certctl_bench_{uuid.uuid4().hex[:10]}"
+    def __init__(self, name: str | None = None):
+        self.name = name or f"certctl_bench_{uuid.uuid4().hex[:10]}"
         self.url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{self.name}"
         self._admin = None
 
     def create(self) -> ScratchDatabase:
+        """A named database an earlier ``--keep`` run left is dropped first."""
         from sqlalchemy import create_engine, text
 
         from certctl_notify.migrate import upgrade
 
         self._admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
         with self._admin.connect() as conn:
+            if conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": self.name}).first():
+                print(f"note: dropping {self.name} left by an earlier --keep run", flush=True)
+                conn.execute(text(f'DROP DATABASE "{self.name}" WITH (FORCE)'))
             conn.execute(text(f'CREATE DATABASE "{self.name}"'))
         upgrade(self.url)
         return self
@@ -38,13 +42,17 @@ class ScratchDatabase:
         """An AUTOCOMMIT engine on the maintenance database (for statistics and version queries)."""
         return self._admin
 
-    def drop(self) -> None:
+    def drop(self, *, keep: bool = False) -> None:
+        """``keep``: leave the database for a look (--keep), only close the admin engine."""
         from sqlalchemy import text
 
         if self._admin is None:
             return
-        with self._admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+        if keep:
+            print(f"database {self.name} kept (--keep)")
+        else:
+            with self._admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
         self._admin.dispose()
         self._admin = None
 
@@ -180,7 +188,7 @@ def system_busy() -> float:
 REDIS_OWNER_KEY = "certctl-test:owner"
 #: dbs never claimed here: 0 (the machine's default), 9 (the tests' first choice), 12 (flushed by
 #: throughput, intake and storm, which claim nothing), 13 and 14 (api_latency, scale, console).
-_RESERVED_REDIS_DBS = frozenset({0, 9, 12, 13, 14})
+_RESERVED_REDIS_DBS = frozenset({0, 9, 12, 13})  # tests; intake and throughput flush 12, api_latency 13
 
 
 class ScratchRedisDb:

@@ -11,7 +11,7 @@ overview's chart) and 1,000 audit entries, then ``VACUUM (ANALYZE)`` (the state 
 long-lived table in: all-visible pages, fresh statistics). It does so at 10,000 rows, then truncates and
 refills at ``--rows``.
 
-For each size the API runs under gunicorn (2 workers, admin key, broker on Redis db 14, claimed with the
+For each size the API runs under gunicorn (2 workers, admin key, broker on a free Redis db, claimed with the
 test suite's owner key; only the overview's worker-health fragment and the Workers page talk to it:
 inspect broadcasts that no worker answers), and Debian's chromium, signed in once through the form,
 loads each view in a fresh page of the signed-in context (``--warmup`` untimed loads, then ``--runs``):
@@ -43,8 +43,9 @@ if str(ROOT) not in sys.path:
 
 from bench import seed  # noqa: E402
 from bench.common import (  # noqa: E402
-    PG_ADMIN_URL,
     BenchError,
+    ScratchDatabase,
+    ScratchRedisDb,
     cpu_by_pid,
     cpu_used,
     process_tree,
@@ -55,11 +56,6 @@ from bench.common import (  # noqa: E402
 )
 
 DB_NAME = "certctl_bench_console"
-DB_URL = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{DB_NAME}"
-#: Redis db of the API's broker URL; only inspect broadcasts reach it (db 12 and 13 are other benches').
-REDIS_DB = 14
-REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
-REDIS_OWNER_KEY = "certctl-test:owner"
 SMALL_ROWS = 10_000
 AUDIT_ROWS = 1_000
 DEAD_TAB = "/console/notifications?tab=dead"
@@ -105,50 +101,25 @@ class Bench:
         self.failed = False
         self.tmp = Path(tempfile.mkdtemp(prefix="certctl-bench-console-"))
         self.api_key = f"bench-{uuid.uuid4().hex}"
-        self.admin = self.engine = self.redis = self.server = None
-        self.redis_token = uuid.uuid4().hex
-        self.redis_keys_before: set[bytes] = set()
+        self.engine = self.server = None
+        self.db = ScratchDatabase(DB_NAME)
+        self.redis_db = ScratchRedisDb(Path(__file__).stem, seconds=self.args.max_seconds + 120)
         self.playwright = self.browser = self.context = None
         self.access_log = self.tmp / "access.log"
 
     # -- setup and clean-up --
 
     def create_database(self) -> None:
-        from sqlalchemy import create_engine, text
+        from sqlalchemy import create_engine
 
-        from certctl_notify.migrate import upgrade
-
-        self.admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-        with self.admin.connect() as conn:
-            if conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": DB_NAME}).first():
-                print(f"note: dropping {DB_NAME} left by an earlier --keep run", flush=True)
-                conn.execute(text(f'DROP DATABASE "{DB_NAME}" WITH (FORCE)'))
-            conn.execute(text(f'CREATE DATABASE "{DB_NAME}"'))
-        upgrade(DB_URL)
-        self.engine = create_engine(DB_URL, isolation_level="AUTOCOMMIT")
-
-    def claim_redis(self) -> None:
-        import redis
-
-        self.redis = redis.Redis.from_url(REDIS_URL)
-        if not self.redis.set(REDIS_OWNER_KEY, self.redis_token, nx=True, ex=self.args.max_seconds + 120):
-            raise BenchError(f"Redis db {REDIS_DB} is claimed by another run ({REDIS_OWNER_KEY}); not using it")
-        self.redis_keys_before = set(self.redis.keys("*"))
-
-    def release_redis(self) -> None:
-        """Delete only the keys that appeared during the run (inspect reply queues and bindings)."""
-        if self.redis is None or self.redis.get(REDIS_OWNER_KEY) != self.redis_token.encode():
-            return
-        new = [k for k in self.redis.keys("*") if k not in self.redis_keys_before and k != REDIS_OWNER_KEY.encode()]
-        if new:
-            self.redis.delete(*new)
-        self.redis.delete(REDIS_OWNER_KEY)
+        self.db.create()
+        self.engine = create_engine(self.db.url, isolation_level="AUTOCOMMIT")
 
     def start_api(self) -> None:
         from tests.support.api_server import GunicornProcess
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("CERTCTL_") and k != "GUNICORN_CMD_ARGS"}
-        env.update({"CERTCTL_DATABASE_URL": DB_URL, "CERTCTL_BROKER_URL": REDIS_URL,
+        env.update({"CERTCTL_DATABASE_URL": self.db.url, "CERTCTL_BROKER_URL": self.redis_db.url,
                     "CERTCTL_API_KEYS": f"bench:{self.api_key}:admin", "CERTCTL_LOG_LEVEL": "WARNING",
                     "CERTCTL_DATA_DIR": str(self.tmp / "data"), "PYTHONDONTWRITEBYTECODE": "1",
                     # gunicorn's own time per request (%(D)s, µs), so the browser's navigations get a server time too
@@ -183,8 +154,7 @@ class Bench:
             ("close browser", lambda: self.browser and self.browser.close()),
             ("stop playwright", lambda: self.playwright and self.playwright.stop()),
             ("stop gunicorn", lambda: self.server and self.server.stop()),
-            (f"release redis db {REDIS_DB}", self.release_redis),
-            ("close redis", lambda: self.redis and self.redis.close()),
+            ("release redis db", self.redis_db.release),
             ("dispose engine", lambda: self.engine and self.engine.dispose()),
             ("drop database", self.drop_database),
         ]
@@ -195,18 +165,7 @@ class Bench:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
     def drop_database(self) -> None:
-        from sqlalchemy import text
-
-        if self.admin is None:
-            return
-        if self.args.keep and not self.failed:
-            print(f"database {DB_NAME} kept (--keep)")
-        else:
-            with self.admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)'))
-        self.admin.dispose()
-
-    # -- filling --
+        self.db.drop(keep=self.args.keep and not self.failed)
 
     def fill(self, rows: int) -> dict:
         """Empty the tables and fill them with ``rows`` notifications; returns counts and timings."""
@@ -336,7 +295,7 @@ class Bench:
             ("API dead list", "list_notifications", lambda s: store.list_notifications(
                 s, NotificationFilter(statuses=dead_only, as_of=now), page=1, per_page=50)),
         ]
-        sessions = make_sessions(DB_URL)
+        sessions = make_sessions(self.db.url)
         captured: list[tuple[str, str, str, object]] = []
         where = {"view": "", "fn": ""}
         event.listen(sessions.engine, "before_cursor_execute", lambda conn, cur, stmt, params, ctx, many:
@@ -412,9 +371,9 @@ class Bench:
         from importlib.metadata import version
 
         started = time.monotonic()
-        self.claim_redis()
+        self.redis_db.claim()
         self.create_database()
-        with self.admin.connect() as conn:
+        with self.db.admin.connect() as conn:
             pg = conn.exec_driver_sql("SHOW server_version").scalar()
         print(f"environment: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; PostgreSQL {pg}, "
               f"chromium {self._chromium_version()}, playwright {version('playwright')}, gunicorn "

@@ -9,7 +9,7 @@ created over 30 days in insertion order (as a table that only grew), one attempt
 ``last_error`` on failed and dead rows (a fifth "HTTP 503 … from https://…"), 6 channels; indexes are
 dropped for the fill and made again, exactly the same, then ``VACUUM (ANALYZE)`` and the triggers'
 count deltas folded (as beat does). The API runs under gunicorn (2 workers, admin key, multiprocess
-metrics, broker URL on Redis db 13, claimed with the test suite's owner key; the keys the run leaves
+metrics, broker URL on a free Redis db, claimed with the test suite's owner key; the keys the run leaves
 there are deleted). After ``--warmup`` rounds, ``--runs`` rounds each make every request once (so a
 disturbance hits all of them alike); it prints the medians, in ms, with their growth from the first
 size to the last, and the ``total``/``total_exact`` each list returned.
@@ -38,14 +38,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import seed  # noqa: E402
-from bench.common import PG_ADMIN_URL, BenchError, run_cleanup, run_guarded  # noqa: E402
+from bench.common import BenchError, ScratchDatabase, ScratchRedisDb, run_cleanup, run_guarded  # noqa: E402
 
 DB_NAME = "certctl_bench_scale"
-DB_URL = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{DB_NAME}"
-#: Redis db of the API's broker URL (12 and 14 are other benches'); /metrics reads queue lengths there.
-REDIS_DB = 13
-REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
-REDIS_OWNER_KEY = "certctl-test:owner"
 MIX = seed.Mix(sent=0.90, read=0.05, dead=0.04, failed=0.008, pending=0.002)
 AUDIT_ROWS = 1_000
 #: A request slower than this (median, ms) at any size is marked.
@@ -70,49 +65,24 @@ class Bench:
         self.deadline = time.monotonic() + args.max_seconds
         self.tmp = Path(tempfile.mkdtemp(prefix="certctl-bench-scale-"))
         self.api_key = f"bench-{uuid.uuid4().hex}"
-        self.admin = self.engine = self.redis = self.server = None
-        self.redis_token = uuid.uuid4().hex
-        self.redis_keys_before: set[bytes] = set()
+        self.engine = self.server = None
+        self.db = ScratchDatabase(DB_NAME)
+        self.redis_db = ScratchRedisDb(Path(__file__).stem, seconds=self.args.max_seconds + 120)
         self.env: dict[str, str] = {}
 
     # -- setup and clean-up --
 
     def create_database(self) -> None:
-        from sqlalchemy import create_engine, text
+        from sqlalchemy import create_engine
 
-        from certctl_notify.migrate import upgrade
-
-        self.admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-        with self.admin.connect() as conn:
-            if conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": DB_NAME}).first():
-                print(f"note: dropping {DB_NAME} left by an earlier --keep run", flush=True)
-                conn.execute(text(f'DROP DATABASE "{DB_NAME}" WITH (FORCE)'))
-            conn.execute(text(f'CREATE DATABASE "{DB_NAME}"'))
-        upgrade(DB_URL)
-        self.engine = create_engine(DB_URL, isolation_level="AUTOCOMMIT")
-
-    def claim_redis(self) -> None:
-        import redis
-
-        self.redis = redis.Redis.from_url(REDIS_URL)
-        if not self.redis.set(REDIS_OWNER_KEY, self.redis_token, nx=True, ex=self.args.max_seconds + 120):
-            raise BenchError(f"Redis db {REDIS_DB} is claimed by another run ({REDIS_OWNER_KEY}); not using it")
-        self.redis_keys_before = set(self.redis.keys("*"))
-
-    def release_redis(self) -> None:
-        """Delete only the keys that appeared during the run."""
-        if self.redis is None or self.redis.get(REDIS_OWNER_KEY) != self.redis_token.encode():
-            return
-        new = [k for k in self.redis.keys("*") if k not in self.redis_keys_before and k != REDIS_OWNER_KEY.encode()]
-        if new:
-            self.redis.delete(*new)
-        self.redis.delete(REDIS_OWNER_KEY)
+        self.db.create()
+        self.engine = create_engine(self.db.url, isolation_level="AUTOCOMMIT")
 
     def start_api(self) -> None:
         from tests.support.api_server import GunicornProcess
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("CERTCTL_") and k != "GUNICORN_CMD_ARGS"}
-        env.update({"CERTCTL_DATABASE_URL": DB_URL, "CERTCTL_BROKER_URL": REDIS_URL,
+        env.update({"CERTCTL_DATABASE_URL": self.db.url, "CERTCTL_BROKER_URL": self.redis_db.url,
                     "CERTCTL_API_KEYS": f"bench:{self.api_key}:admin", "CERTCTL_LOG_LEVEL": "WARNING",
                     "CERTCTL_DATA_DIR": str(self.tmp / "data"), "CERTCTL_METRICS_DIR": str(self.tmp / "metrics"),
                     # longer than the run: see the module docstring
@@ -129,8 +99,7 @@ class Bench:
     def cleanup(self) -> None:
         run_cleanup([
             ("stop gunicorn", lambda: self.server and self.server.stop()),
-            (f"release redis db {REDIS_DB}", self.release_redis),
-            ("close redis", lambda: self.redis and self.redis.close()),
+            ("release redis db", self.redis_db.release),
             ("dispose engine", lambda: self.engine and self.engine.dispose()),
             ("drop database", self.drop_database),
         ])
@@ -140,16 +109,7 @@ class Bench:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
     def drop_database(self) -> None:
-        from sqlalchemy import text
-
-        if self.admin is None:
-            return
-        if self.args.keep and not self.failed:
-            print(f"database {DB_NAME} kept (--keep)")
-        else:
-            with self.admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)'))
-        self.admin.dispose()
+        self.db.drop(keep=self.args.keep and not self.failed)
 
     def remaining(self) -> float:
         """Seconds left of ``--max-seconds`` (a statement or child process must not outlive the run)."""
@@ -267,9 +227,9 @@ class Bench:
         from importlib.metadata import version
 
         started = time.monotonic()
-        self.claim_redis()
+        self.redis_db.claim()
         self.create_database()
-        with self.admin.connect() as conn:
+        with self.db.admin.connect() as conn:
             pg = conn.exec_driver_sql("SHOW server_version").scalar()
         print(f"environment: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; PostgreSQL {pg}; "
               f"gunicorn {version('gunicorn')} --workers 2 (sync); {self.args.warmup} warm-up + "
