@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 
 import pytest
-from sqlalchemy import text
 
 from api.app import create_app
 from api.console import timeline
@@ -21,6 +20,7 @@ from certctl_notify.environment import load_settings
 from certctl_notify.errors import ConfigError
 from certctl_notify.model import attempts
 from tests.api.conftest import ADMIN
+from tests.support.rows import insert_dead_in_bulk
 
 SECRET = "s" * 40
 
@@ -373,13 +373,7 @@ def test_static_files_are_cached_for_good_under_urls_that_change_with_their_cont
 
 
 def test_a_filter_matching_more_than_ten_thousand_rows_shows_a_lower_bound(admin, sessions):
-    with sessions.begin() as s:
-        s.execute(text("""
-            INSERT INTO notification_events (id, type, channel, recipient, message, status, retry_count,
-                                             created_at, updated_at)
-            SELECT 'notif_bulk_' || g, 'RenewalFailure', 'Slack', '', 'm', 'dead', 5,
-                   now() - g * interval '1 second', now() - g * interval '1 second'
-            FROM generate_series(1, 10050) g"""))
+    insert_dead_in_bulk(sessions, 10_050, channel="Slack")
     page = admin.get("/console/notifications?tab=dead&channel=Slack").get_data(as_text=True)
     counts = dict(re.findall(r'data-tab="(\w+)".*?<span class="count">([\d,+]+)</span>', page))
     assert (counts["dead"], counts["all"], counts["sent"]) == ("10,000+", "10,000+", "0")

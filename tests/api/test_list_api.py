@@ -15,6 +15,7 @@ from certctl_notify import store
 from certctl_notify.model import events
 from certctl_notify.store.listing import NotificationFilter, filter_clauses
 from tests.api.conftest import ADMIN, READ
+from tests.support.rows import insert_dead_in_bulk
 
 LIST = "/api/v1/notifications"
 STATUSES = ["pending", "sent", "failed", "dead", "read"]
@@ -315,13 +316,7 @@ def test_a_cursor_page_costs_no_offset_and_bad_cursors_are_refused(http, insert)
 
 def test_a_filter_matching_more_than_ten_thousand_rows_reports_a_lower_bound(http, sessions):
     # Given 10,050 Slack rows (a filter the maintained counts cannot answer)
-    with sessions.begin() as s:
-        s.execute(text("""
-            INSERT INTO notification_events (id, type, channel, recipient, message, status, retry_count,
-                                             created_at, updated_at)
-            SELECT 'notif_bulk_' || g, 'RenewalFailure', 'Slack', '', 'm', 'dead', 5,
-                   now() - g * interval '1 second', now() - g * interval '1 second'
-            FROM generate_series(1, 10050) g"""))
+    insert_dead_in_bulk(sessions, 10_050, channel="Slack")
     # Then the filtered total stops counting at 10,000 and says it is a lower bound
     body = http.get(f"{LIST}?channel=Slack&per_page=5", headers=READ).json
     assert (body["total"], body["total_exact"], len(body["data"])) == (10_000, False, 5)
