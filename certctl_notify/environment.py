@@ -240,6 +240,7 @@ def _worker(r: _Reader) -> WorkerSettings:
             parse_duration(visibility, "CERTCTL_BROKER_VISIBILITY_TIMEOUT") if visibility else None
         ),
         concurrency=r.integer("CERTCTL_WORKER_CONCURRENCY", WorkerSettings.concurrency, minimum=1),
+        max_tasks_per_child=r.integer("CERTCTL_WORKER_MAX_TASKS_PER_CHILD", WorkerSettings.max_tasks_per_child),
         intake_consumer_timeout_seconds=consumer_timeout,
     )
 

@@ -80,6 +80,8 @@ def celery_config(settings: Settings) -> dict:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
+        # Celery's None means "never replace"; a replaced process finishes its task first.
+        "worker_max_tasks_per_child": settings.worker.max_tasks_per_child or None,
         # On a lost broker connection, let a running send finish and record its outcome: cancelling
         # it (Celery 6's planned default) kills the pool process mid-send, and the sweep would send
         # that attempt again. The unacked message comes back later and its claim finds nothing to do.
