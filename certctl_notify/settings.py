@@ -90,7 +90,7 @@ class WorkerSettings:
     concurrency: int = 2  #: worker processes started by the CLI wrapper
     #: a pool process is replaced after this many tasks (0 = never): bounds the slow RSS growth a
     #: long-lived Python process shows from allocator fragmentation
-    max_tasks_per_child: int = 10_000
+    max_tasks_per_child: int = 1000
     #: on Redis, an intake relay not heard of for this long is dead and its fetched alerts are taken back
     intake_consumer_timeout_seconds: float = 30
 
