@@ -19,7 +19,7 @@ import uuid
 import redis
 from celery import bootsteps
 
-from certctl_notify.db import UNAVAILABLE
+from certctl_notify.db import UNAVAILABLE, make_sessions
 from certctl_notify.errors import ValidationError
 from certctl_notify.intake import enqueue_alert
 from certctl_notify.publish import (
@@ -30,6 +30,7 @@ from certctl_notify.publish import (
     INTAKE_QUEUE,
     CeleryDispatcher,
     is_redis_tcp,
+    make_producer,
 )
 from workers.intake_queue import IntakeMessage, IntakeQueue, MalformedMessage, decode
 
@@ -192,9 +193,17 @@ class IntakeStep(bootsteps.StartStopStep):
 
     def start(self, worker):
         runtime = worker.app.runtime
-        client = redis.Redis.from_url(str(worker.app.conf.broker_url), socket_timeout=REDIS_TIMEOUT_SECONDS,
+        broker_url = str(worker.app.conf.broker_url)
+        client = redis.Redis.from_url(broker_url, socket_timeout=REDIS_TIMEOUT_SECONDS,
                                       socket_connect_timeout=REDIS_TIMEOUT_SECONDS)
-        self.relay = IntakeRelay(client, runtime.sessions, CeleryDispatcher(worker.app),
+        # The relay's threads get a database engine and a publishing app of their own. The pool forks
+        # a new process whenever one exits (CERTCTL_WORKER_MAX_TASKS_PER_CHILD, a time limit, a crash)
+        # while these threads run; a lock one of them held at that instant (the worker app's event
+        # dispatcher, its producer pool, an engine's caches) would stay held for ever in the child,
+        # and the child's first retry would hang on it. Objects the threads never share cannot.
+        self._sessions = make_sessions(runtime.settings.database_url)
+        self._producer = make_producer(broker_url)
+        self.relay = IntakeRelay(client, self._sessions, CeleryDispatcher(self._producer),
                                  consumer_timeout=runtime.settings.worker.intake_consumer_timeout_seconds,
                                  threads=worker.concurrency)
         self.relay.start()
@@ -203,5 +212,7 @@ class IntakeStep(bootsteps.StartStopStep):
         if self.relay is not None:
             self.relay.stop()
             self.relay = None
+            self._producer.close()
+            self._sessions.dispose()
 
     shutdown = stop

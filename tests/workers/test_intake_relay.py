@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import time
+from types import SimpleNamespace
 
 import pytest
 import redis
@@ -14,11 +15,14 @@ from sqlalchemy import select
 
 from bench.chaos import ForkServer
 from certctl_notify import intake, store
+from certctl_notify.environment import load_settings
 from certctl_notify.model import events
 from certctl_notify.publish import DELIVER_TASK, ENQUEUE_TASK, INTAKE_QUEUE, CeleryDispatcher, make_producer
 from tests.conftest import wait_for
 from tests.support.rows import row_of
+from workers.factory import make_celery
 from workers.intake_queue import CONSUMERS_KEY, IN_PROGRESS_PREFIX
+from workers.intake_relay import IntakeStep
 
 #: How many publish-then-SIGKILL tries the kill race makes.
 KILL_RACE_TRIES = 40
@@ -164,3 +168,23 @@ class _NoPublish(CeleryDispatcher):
 
     def dispatch(self, notification_id, attempt, dispatched_at=None):
         """Publishes nothing."""
+
+
+
+def test_the_relays_threads_share_no_publisher_or_engine_with_the_pool(make_env, broker_url):
+    # The pool forks a new process whenever one exits (CERTCTL_WORKER_MAX_TASKS_PER_CHILD, a time limit)
+    # while the relay's threads run. When they published through the worker's own app, a fork that
+    # caught one inside EventDispatcher.publish gave the child that dispatcher's mutex locked for ever:
+    # in a 30,000-alert soak every pool process of both workers hung on its first retry (py-spy showed
+    # them all in EventDispatcher.publish). Nothing the relay's threads lock may be what a child uses.
+    app = make_celery(load_settings(make_env(CERTCTL_BROKER_URL=broker_url)))
+    worker = SimpleNamespace(app=app, concurrency=1)
+    step = IntakeStep(worker)
+    step.start(worker)
+    try:
+        relay = step.relay
+        assert relay.dispatcher._app is not app and relay.dispatcher._app.amqp is not app.amqp
+        assert relay.sessions is not app.runtime.sessions
+        assert relay.sessions.engine is not app.runtime.sessions.engine
+    finally:
+        step.stop(worker)
