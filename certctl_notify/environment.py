@@ -16,6 +16,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from certctl_notify import database_url
 from certctl_notify.errors import ConfigError
 from certctl_notify.settings import (
     DEFAULT_OPSGENIE_PRIORITY,
@@ -355,7 +356,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     data_dir = Path(r.text("CERTCTL_DATA_DIR", str(Settings.data_dir)))
     metrics_dir = r.text("CERTCTL_METRICS_DIR")
     return Settings(
-        database_url=r.text("CERTCTL_DATABASE_URL", f"sqlite:///{data_dir / EMBEDDED_DATABASE_FILE}"),
+        database_url=database_url.resolve(r.text("CERTCTL_DATABASE_URL",
+                                                 f"sqlite:///{data_dir / EMBEDDED_DATABASE_FILE}")),
         broker_url=r.text("CERTCTL_BROKER_URL", f"sqla+sqlite:///{data_dir / EMBEDDED_BROKER_FILE}"),
         data_dir=data_dir,
         retry=_retry(r),

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 from sqlalchemy import create_engine, make_url, text
+from sqlalchemy.exc import OperationalError
 
 from certctl_notify.db import make_sessions
 from certctl_notify.environment import load_settings
@@ -50,6 +51,36 @@ def database_url():
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture
+def new_database(tmp_path):
+    """``new_database(dialect)`` makes an empty database and returns its URL; PostgreSQL ones are
+    named ``certctl_mig_<random>`` and dropped after the test."""
+    admin = None
+    created: list[str] = []
+
+    def make(dialect: str) -> str:
+        nonlocal admin
+        if dialect == "sqlite":
+            return f"sqlite:///{tmp_path / uuid.uuid4().hex[:8]}.db"
+        if admin is None:
+            admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        name = f"certctl_mig_{uuid.uuid4().hex[:12]}"
+        try:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        except OperationalError as exc:
+            pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is not usable ({exc}); start it (see .ci/run)")
+        created.append(name)
+        return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+
+    yield make
+    if admin is not None:
+        with admin.connect() as conn:
+            for name in created:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
 
 
 @pytest.fixture(scope="session")

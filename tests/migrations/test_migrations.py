@@ -9,13 +9,11 @@ and a reflected snapshot compared with ``create_all`` of model.py, which also co
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import subprocess
 import sys
 import threading
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,9 +27,6 @@ from certctl_notify import migrate
 from certctl_notify.db import make_engine
 from certctl_notify.model import Base
 
-PG_ADMIN_URL = os.environ.get(
-    "CERTCTL_TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
-)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HEAD = "0012_filter_indexes"
 ORIGINAL_SERVICE_TABLES = {"managed_certificates"}
@@ -92,36 +87,6 @@ CREATED_AT_COLUMN = """
 ALTER TABLE notification_events ADD COLUMN created_at TIMESTAMPTZ;
 UPDATE notification_events SET created_at = '2024-01-02 03:04:05+00' WHERE id = 'n-sent';
 """
-
-
-@pytest.fixture
-def new_database(tmp_path):
-    """``new_database(dialect)`` makes an empty database and returns its URL; PostgreSQL ones are
-    named ``certctl_mig_<random>`` and dropped after the test."""
-    admin = None
-    created: list[str] = []
-
-    def make(dialect: str) -> str:
-        nonlocal admin
-        if dialect == "sqlite":
-            return f"sqlite:///{tmp_path / uuid.uuid4().hex[:8]}.db"
-        if admin is None:
-            admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-        name = f"certctl_mig_{uuid.uuid4().hex[:12]}"
-        try:
-            with admin.connect() as conn:
-                conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        except sa.exc.OperationalError as exc:
-            pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is not usable ({exc}); start it (see .ci/run)")
-        created.append(name)
-        return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-
-    yield make
-    if admin is not None:
-        with admin.connect() as conn:
-            for name in created:
-                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
 
 
 @pytest.fixture

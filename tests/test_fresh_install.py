@@ -1,0 +1,84 @@
+"""The production set-up's first commands, as a new user runs them: a fresh virtualenv with only the
+package installed (no test extras, no psycopg 3), a plain ``postgresql://`` URL, ``certctl-notify
+migrate``, then the API under gunicorn taking and showing an alert."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import make_url
+
+from tests.support.api_server import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def fresh_venv(tmp_path_factory):
+    """A virtualenv with ``pip install <this checkout>`` and nothing else (~35 s with a warm pip cache)."""
+    venv = tmp_path_factory.mktemp("fresh") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    result = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(ROOT)], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return venv / "bin"
+
+
+def run(bin_dir: Path, cwd: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    # cwd outside the checkout: the installed package is imported, not this tree
+    return subprocess.run([str(bin_dir / "certctl-notify"), *args], cwd=cwd, capture_output=True, text=True,
+                          env={"PATH": os.environ["PATH"], **env}, timeout=120)
+
+
+@pytest.mark.timeout(900)
+def test_a_plain_postgresql_url_migrates_and_serves_from_a_fresh_install(fresh_venv, new_database, tmp_path):
+    # Given an empty database named the way a first set-up writes it: postgresql://user@host:port/db
+    url = make_url(new_database("postgresql"))
+    plain = f"postgresql://{url.username}@{url.host}:{url.port or 5432}/{url.database}"
+    env = {"CERTCTL_DATABASE_URL": plain, "CERTCTL_DATA_DIR": str(tmp_path / "data"),
+           "CERTCTL_API_KEYS": "ops:admin-key:admin"}
+    # When it is migrated
+    migrated = run(fresh_venv, tmp_path, env, "migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    # Then the API serves on it: an alert is taken and can be read back
+    port = free_port()
+    log = open(tmp_path / "gunicorn.log", "wb")
+    api = subprocess.Popen([str(fresh_venv / "gunicorn"), "--config", "python:api.gunicorn_conf", "--bind",
+                            f"127.0.0.1:{port}", "--workers", "1", "api.app:create_app()"],
+                           cwd=tmp_path, env={"PATH": os.environ["PATH"], **env}, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        base, auth = f"http://127.0.0.1:{port}", {"Authorization": "Bearer admin-key"}
+        deadline = time.monotonic() + 30
+        while True:
+            assert api.poll() is None, (tmp_path / "gunicorn.log").read_text()
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "gunicorn.log").read_text()
+            time.sleep(0.2)
+        taken = httpx.post(f"{base}/api/v1/notifications", headers=auth, timeout=10,
+                           json={"type": "ExpirationWarning", "channel": "Webhook", "message": "cert expires"})
+        assert taken.status_code == 202, taken.text
+        shown = httpx.get(f"{base}/api/v1/notifications/{taken.json()['data'][0]['id']}", headers=auth, timeout=10)
+        assert shown.status_code == 200 and shown.json()["message"] == "cert expires"
+    finally:
+        api.terminate()
+        api.wait(20)
+        log.close()
+
+
+def test_a_driver_that_is_not_installed_stops_the_first_command_with_one_line(fresh_venv, tmp_path):
+    result = run(fresh_venv, tmp_path, {"CERTCTL_DATABASE_URL": "postgresql+psycopg://certctl:s3cret@db/certctl"},
+                 "migrate")
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "pip install 'psycopg[binary]'" in lines[0] and "s3cret" not in lines[0]
