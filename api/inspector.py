@@ -11,7 +11,7 @@ import logging
 import time
 from datetime import UTC, datetime
 
-from certctl_notify.publish import DELIVER_TASK, QUEUES
+from certctl_notify.publish import DELIVER_TASK, QUEUES, amqp_queue_lengths
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,10 @@ def _active(task: dict, now: float) -> dict:
 
 
 def _queue_depths(conn) -> dict | None:
-    """Messages waiting in each queue (Redis ``LLEN``, all priority lists); None for other brokers."""
+    """Messages waiting in each queue (Redis ``LLEN``, all priority lists; RabbitMQ's ready messages);
+    None for the embedded broker."""
+    if conn.transport.driver_type == "amqp":
+        return amqp_queue_lengths(conn)
     if conn.transport.driver_type != "redis":
         return None
     channel = conn.default_channel

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from certctl_notify import database_url
 from certctl_notify.errors import ConfigError
+from certctl_notify.publish import is_amqp
 from certctl_notify.settings import (
     DEFAULT_OPSGENIE_PRIORITY,
     DEFAULT_PAGERDUTY_SEVERITY,
@@ -187,13 +188,20 @@ def _api_keys(value: str, name: str) -> tuple[ApiKey, ...]:
     return tuple(keys)
 
 
-def _retry(r: _Reader) -> RetrySettings:
+def _retry(r: _Reader, broker_url: str) -> RetrySettings:
+    # On RabbitMQ a worker holds no retry: its quorum queues give each consumer a fixed prefetch, so a
+    # held countdown would occupy a worker's slot until due. Every wait waits in PostgreSQL instead.
+    amqp = is_amqp(broker_url)
+    hold = r.duration("CERTCTL_RETRY_HOLD_MAX", 0.0 if amqp else RetrySettings.hold_max_seconds)
+    if amqp and hold:
+        raise ConfigError("CERTCTL_RETRY_HOLD_MAX must be 0 on RabbitMQ (every retry waits in PostgreSQL there: a "
+                          "countdown held by a worker would take one of its quorum queue prefetch slots until due)")
     retry = RetrySettings(
         base_seconds=r.duration("CERTCTL_NOTIFICATION_RETRY_BASE", RetrySettings.base_seconds),
         cap_seconds=r.duration("CERTCTL_NOTIFICATION_RETRY_CAP", RetrySettings.cap_seconds),
         max_attempts=r.integer("CERTCTL_NOTIFICATION_MAX_ATTEMPTS", RetrySettings.max_attempts, minimum=1),
         jitter=r.boolean("CERTCTL_NOTIFICATION_RETRY_JITTER", RetrySettings.jitter),
-        hold_max_seconds=r.duration("CERTCTL_RETRY_HOLD_MAX", RetrySettings.hold_max_seconds),
+        hold_max_seconds=hold,
         release_interval_seconds=r.duration("CERTCTL_RETRY_RELEASE_INTERVAL", RetrySettings.release_interval_seconds),
     )
     if retry.base_seconds <= 0 or retry.cap_seconds < retry.base_seconds:
@@ -232,6 +240,8 @@ def _worker(r: _Reader) -> WorkerSettings:
         raise ConfigError("CERTCTL_CLAIM_LEASE must be longer than CERTCTL_TASK_TIME_LIMIT")
     visibility = r.text("CERTCTL_BROKER_VISIBILITY_TIMEOUT")
     consumer_timeout = r.duration("CERTCTL_INTAKE_CONSUMER_TIMEOUT", WorkerSettings.intake_consumer_timeout_seconds)
+    broker_consumer_timeout = r.duration("CERTCTL_BROKER_CONSUMER_TIMEOUT",
+                                         WorkerSettings.broker_consumer_timeout_seconds)
     if consumer_timeout < 1:
         raise ConfigError("CERTCTL_INTAKE_CONSUMER_TIMEOUT must be at least 1s")
     return WorkerSettings(
@@ -243,6 +253,7 @@ def _worker(r: _Reader) -> WorkerSettings:
         concurrency=r.integer("CERTCTL_WORKER_CONCURRENCY", WorkerSettings.concurrency, minimum=1),
         max_tasks_per_child=r.integer("CERTCTL_WORKER_MAX_TASKS_PER_CHILD", WorkerSettings.max_tasks_per_child),
         intake_consumer_timeout_seconds=consumer_timeout,
+        broker_consumer_timeout_seconds=broker_consumer_timeout,
     )
 
 
@@ -355,12 +366,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     r = _Reader(os.environ if environ is None else environ)
     data_dir = Path(r.text("CERTCTL_DATA_DIR", str(Settings.data_dir)))
     metrics_dir = r.text("CERTCTL_METRICS_DIR")
+    broker_url = r.text("CERTCTL_BROKER_URL", f"sqla+sqlite:///{data_dir / EMBEDDED_BROKER_FILE}")
     return Settings(
         database_url=database_url.resolve(r.text("CERTCTL_DATABASE_URL",
                                                  f"sqlite:///{data_dir / EMBEDDED_DATABASE_FILE}")),
-        broker_url=r.text("CERTCTL_BROKER_URL", f"sqla+sqlite:///{data_dir / EMBEDDED_BROKER_FILE}"),
+        broker_url=broker_url,
         data_dir=data_dir,
-        retry=_retry(r),
+        retry=_retry(r, broker_url),
         sweep=_sweep(r),
         retention=_retention(r),
         worker=_worker(r),

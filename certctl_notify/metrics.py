@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 import redis
+from kombu import Connection
 from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess, values
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy.exc import SQLAlchemyError
@@ -29,7 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from certctl_notify import store
 from certctl_notify.errors import ChannelNotConfigured, PermanentError
 from certctl_notify.model import Channel, Outcome, utcnow
-from certctl_notify.publish import QUEUES
+from certctl_notify.publish import QUEUES, amqp_queue_lengths, is_amqp
 
 log = logging.getLogger(__name__)
 
@@ -217,10 +218,12 @@ class DatabaseCollector:
 
 
 class QueueCollector:
-    """``certctl_celery_queue_length{queue}`` from a Redis broker; the embedded SQLite broker omits it."""
+    """``certctl_celery_queue_length{queue}`` from a Redis or RabbitMQ broker; the embedded SQLite broker
+    omits it."""
 
     def __init__(self, broker_url: str, metrics: Metrics):
         self.metrics = metrics
+        self.broker_url = broker_url
         self.client = (
             redis.Redis.from_url(broker_url, socket_timeout=BROKER_TIMEOUT_SECONDS,
                                  socket_connect_timeout=BROKER_TIMEOUT_SECONDS)
@@ -228,24 +231,34 @@ class QueueCollector:
         )
 
     def collect(self):
-        """One ``LLEN`` per queue in one round trip, or no series when the broker does not answer."""
-        if self.client is None:
+        """One ``LLEN`` per queue in one round trip (Redis), a passive declare each (RabbitMQ), or no
+        series when the broker does not answer."""
+        if self.client is None and not is_amqp(self.broker_url):
             return []
         try:
-            with self.client.pipeline(transaction=False) as pipe:
-                for queue in QUEUES:
-                    pipe.llen(queue)
-                lengths = pipe.execute()
-        except (redis.RedisError, OSError) as exc:  # classified: counted and logged; series left out
+            lengths = self._redis_lengths() if self.client is not None else self._amqp_lengths()
+        except Exception as exc:  # classified: counted and logged; series left out
             log.warning("metrics: broker read failed (%s); queue lengths left out", type(exc).__name__)
             self.metrics.collect_errors.labels("broker").inc()
             return []
         family = GaugeMetricFamily("certctl_celery_queue_length", "Messages waiting in each Celery queue on "
-                                   "the broker (retries held by a worker until their ETA are not counted).",
+                                   "the broker (messages a worker holds unacknowledged are not counted).",
                                    labels=["queue"])
-        for queue, length in zip(QUEUES, lengths, strict=True):
-            family.add_metric([queue], length)
+        for queue in QUEUES:
+            family.add_metric([queue], lengths[queue])
         return [family]
+
+    def _redis_lengths(self) -> dict[str, int]:
+        with self.client.pipeline(transaction=False) as pipe:
+            for queue in QUEUES:
+                pipe.llen(queue)
+            return dict(zip(QUEUES, pipe.execute(), strict=True))
+
+    def _amqp_lengths(self) -> dict[str, int]:
+        with Connection(self.broker_url, connect_timeout=BROKER_TIMEOUT_SECONDS,
+                        transport_options={"socket_timeout": BROKER_TIMEOUT_SECONDS}) as conn:
+            conn.ensure_connection(max_retries=0)
+            return amqp_queue_lengths(conn)
 
 
 class _SharedDirectory:

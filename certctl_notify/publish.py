@@ -15,6 +15,7 @@ from typing import Protocol
 
 import redis
 from celery import Celery
+from kombu import Exchange, Queue
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,10 @@ INTAKE_QUEUE = "celery"
 CONTROL_QUEUE = "certctl.control"
 #: Every queue a worker consumes, in the order their depths are reported.
 QUEUES = (INTAKE_QUEUE, DELIVERY_QUEUE, CONTROL_QUEUE)
+#: The exchange our queues are bound to on RabbitMQ, each by its own name.
+AMQP_EXCHANGE = "certctl"
+#: RabbitMQ's replicated queue type: durable, and a message the broker confirmed survives a node's loss.
+QUORUM_QUEUE_ARGUMENTS = {"x-queue-type": "quorum"}
 #: Message header carrying the row's ``dispatched_at`` as written with the publish: the sweep reads
 #: it off the oldest queued delivery to tell rows whose messages wait in a backlog from lost ones.
 DISPATCHED_AT_HEADER = "certctl-dispatched-at"
@@ -131,10 +136,8 @@ def dispatch_quietly(dispatcher: Dispatcher, notification_id: str, attempt: int,
     try:
         dispatcher.dispatch(notification_id, attempt, dispatched_at)
     except Exception as exc:  # classified: any publish failure means "the sweep will do it"
-        log.warning(
-            "publish of %s attempt %d failed (%s: %s); the sweep will re-dispatch it",
-            notification_id, attempt, type(exc).__name__, exc,
-        )
+        log.warning("publish of %s attempt %d failed (%s); the sweep will re-dispatch it",
+                    notification_id, attempt, describe(exc))
         return False
     return True
 
@@ -149,10 +152,37 @@ def dispatch_many_quietly(dispatcher: Dispatcher, notification_ids: Sequence[str
     try:
         dispatcher.dispatch_many(notification_ids, attempt, dispatched_at)
     except Exception as exc:  # classified: any publish failure means "the sweep will do it"
-        log.warning("publish of %d rows (attempt %d) failed (%s: %s); the sweep will re-dispatch them",
-                    len(notification_ids), attempt, type(exc).__name__, exc)
+        log.warning("publish of %d rows (attempt %d) failed (%s); the sweep will re-dispatch them",
+                    len(notification_ids), attempt, describe(exc))
         return False
     return True
+
+
+def amqp_queue_lengths(conn) -> dict[str, int]:
+    """Messages ready in each of our queues on RabbitMQ (a passive declare each; a queue not declared
+    yet counts 0). Messages a worker holds unacknowledged are not counted, as on Redis."""
+    lengths = {}
+    for queue in QUEUES:
+        channel = conn.channel()  # a channel each: asking for a missing queue closes the channel
+        try:
+            lengths[queue] = channel.queue_declare(queue, passive=True).message_count
+        except conn.channel_errors:
+            lengths[queue] = 0
+        finally:
+            with contextlib.suppress(*conn.connection_errors, *conn.channel_errors):
+                channel.close()
+    return lengths
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message`` of a publish error and of what caused it: kombu wraps a refusal by RabbitMQ
+    (py-amqp's MessageNacked, a publisher confirm's nack) in an OperationalError, neither with any text."""
+    parts: list[str] = []
+    while exc is not None and len(parts) < 4:
+        text = str(exc).strip()
+        parts.append(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    return ", caused by ".join(parts)
 
 
 def _batched(producer):
@@ -171,14 +201,42 @@ def is_embedded_broker(broker_url: str) -> bool:
     return broker_url.startswith(("sqla+", "sqlalchemy+"))
 
 
+def is_amqp(broker_url: str) -> bool:
+    """RabbitMQ (kombu's py-amqp transport)."""
+    return broker_url.startswith(("amqp://", "amqps://", "pyamqp://"))
+
+
 def is_redis(broker_url: str) -> bool:
     return broker_url.startswith(("redis://", "rediss://", "redis+socket://"))
+
+
+def task_queues(broker_url: str) -> tuple[Queue, ...]:
+    """Our queues, declared alike by every app that publishes or consumes.
+
+    On RabbitMQ: durable quorum queues (the broker refuses to declare an existing queue with other
+    arguments), each bound by its name to a topic exchange, the kind Celery's native delayed delivery
+    for quorum queues needs (a countdown published to a direct exchange would sit in a worker until
+    due). No retry of ours is a countdown there (each waits in PostgreSQL), but nothing may block a worker.
+    """
+    if not is_amqp(broker_url):
+        return tuple(Queue(name) for name in QUEUES)
+    exchange = Exchange(AMQP_EXCHANGE, type="topic", durable=True)
+    return tuple(Queue(name, exchange, routing_key=name, queue_arguments=dict(QUORUM_QUEUE_ARGUMENTS), durable=True)
+                 for name in QUEUES)
+
+
+def publish_transport_options(broker_url: str) -> dict:
+    """kombu transport options every publisher needs: on RabbitMQ publisher confirms, so a publish
+    returns only once the broker has taken the message, and one it refused raises."""
+    return {"confirm_publish": True} if is_amqp(broker_url) else {}
 
 
 def make_producer(broker_url: str) -> Celery:
     """A Celery app that only publishes by task name; building it opens no connection."""
     app = Celery("certctl_notify_producer", broker=broker_url, set_as_current=False)
     app.conf.update(
+        task_queues=task_queues(broker_url),
+        broker_transport_options=publish_transport_options(broker_url),
         task_serializer="json",
         accept_content=["json"],
         broker_connection_retry_on_startup=True,

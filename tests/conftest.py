@@ -6,6 +6,7 @@ A missing PostgreSQL, Redis or RabbitMQ fails the run loudly; nothing here is sk
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
@@ -130,8 +131,12 @@ def redis_db():
 
 
 def lose_every_message(broker_url: str) -> None:
-    """What a Redis restart without persistence does to the broker: every queued, unacked and
-    scheduled message is gone (this run's db only; the db stays claimed by this run)."""
+    """What a broker restart without persistence does: every queued, unacked and scheduled message is
+    gone. On Redis this run's db only (it stays claimed by this run); on RabbitMQ our queues in this
+    run's vhost (a message a live consumer holds unacknowledged is not in the queue, and is kept)."""
+    if broker_url.startswith("amqp"):
+        _purge_queues(broker_url)
+        return
     client = redis.Redis.from_url(broker_url)
     owner = client.get(_OWNER_KEY)
     client.flushdb()
@@ -140,9 +145,40 @@ def lose_every_message(broker_url: str) -> None:
     client.close()
 
 
+def _purge_queues(broker_url: str) -> None:
+    from kombu import Connection
+
+    from certctl_notify.publish import QUEUES
+
+    with Connection(broker_url, connect_timeout=5) as conn:
+        for queue in QUEUES:
+            channel = conn.channel()  # a channel per queue: a missing queue closes the channel it was asked on
+            try:
+                channel.queue_purge(queue)
+            except Exception:  # classified: the queue does not exist (yet), which is what we want
+                pass
+            finally:
+                with contextlib.suppress(Exception):
+                    channel.close()
+
+
+#: The brokers the delivery spine's end-to-end tests run on (``pytest.mark.parametrize("broker", BROKERS,
+#: indirect=True)``); other tests run on Redis.
+BROKERS = ("redis", "rabbitmq")
+
+
 @pytest.fixture
-def broker_url(redis_db):
-    url = f"{REDIS_BASE_URL}/{redis_db}"
+def broker(request):
+    """The broker this test runs on: "redis" unless parametrised with BROKERS."""
+    return getattr(request, "param", "redis")
+
+
+@pytest.fixture
+def broker_url(broker, request):
+    if broker == "rabbitmq":
+        yield request.getfixturevalue("rabbitmq_url")
+        return
+    url = f"{REDIS_BASE_URL}/{request.getfixturevalue('redis_db')}"
     lose_every_message(url)
     yield url
     lose_every_message(url)
@@ -168,22 +204,15 @@ def rabbitmq_vhost():
 
 @pytest.fixture
 def rabbitmq_url(rabbitmq_vhost):
-    """This run's vhost, with our queues deleted before and after the test (only ours exist there)."""
-    from kombu import Connection
+    """This run's vhost, with our queues emptied before and after the test (only ours exist there).
 
-    from certctl_notify.publish import QUEUES
-
+    Emptied, not deleted: kombu remembers per connection which queues it declared (and keeps producer
+    connections in process-wide pools), so a publisher of a later test would not declare a deleted
+    queue again, and RabbitMQ drops a message to a missing queue as unroutable."""
     url = f"{RABBITMQ_BASE_URL}/{rabbitmq_vhost}"
-
-    def empty() -> None:
-        with Connection(url, connect_timeout=5) as conn:
-            channel = conn.default_channel
-            for queue in QUEUES:
-                channel.queue_delete(queue)
-
-    empty()
+    _purge_queues(url)
     yield url
-    empty()
+    _purge_queues(url)
 
 
 @pytest.fixture
@@ -228,13 +257,19 @@ COMPRESSED = {
 }
 
 
+#: On RabbitMQ every retry waits in PostgreSQL until beat releases it: released every 50 ms, so the
+#: compressed schedule's waits (50 ms on) keep their length there too.
+RABBITMQ_COMPRESSED = {"CERTCTL_RETRY_RELEASE_INTERVAL": "50ms"}
+
+
 @pytest.fixture
-def make_env(database_url, broker_url, receiver, tmp_path):
+def make_env(database_url, broker_url, receiver, tmp_path, broker):
     """Environment for a worker or in-process settings: compressed time, this test's services."""
 
     def build(**overrides) -> dict:
         env = {
             **COMPRESSED,
+            **(RABBITMQ_COMPRESSED if broker == "rabbitmq" else {}),
             "CERTCTL_DATABASE_URL": database_url,
             "CERTCTL_BROKER_URL": broker_url,
             "CERTCTL_WEBHOOK_URL": receiver.url,
@@ -252,7 +287,7 @@ def settings(make_env):
 
 
 @pytest.fixture
-def start_worker(tmp_path, request):
+def start_worker(tmp_path, request, broker):
     """Start workers with ``start_worker(env, beat=False)``; all are killed after the test and their
     log is printed when the test failed.
 
@@ -262,9 +297,13 @@ def start_worker(tmp_path, request):
     """
     started: list[WorkerProcess] = []
 
-    def start(env: dict, *, beat: bool = False, concurrency: int = 2, pool: str = "prefork",
+    def start(env: dict, *, beat: bool | None = None, concurrency: int = 2, pool: str = "prefork",
               queues: str | None = None, wait: bool = True) -> WorkerProcess:
-        """``wait=False`` only spawns it (start several side by side, then ``wait_ready`` each)."""
+        """``wait=False`` only spawns it (start several side by side, then ``wait_ready`` each). On RabbitMQ
+        the first worker runs beat too unless ``beat=False``: retries wait in PostgreSQL there, and beat
+        releases them."""
+        if beat is None:
+            beat = broker == "rabbitmq" and not any(w.beat for w in started)
         worker = WorkerProcess(env, tmp_path / f"worker{len(started)}.log", beat=beat, concurrency=concurrency,
                                pool=pool, queues=queues)
         started.append(worker)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from kombu import Queue
-
 from certctl_notify.errors import ConfigError
 from certctl_notify.publish import (
     BULK_REQUEUE_TASK,
@@ -13,10 +11,12 @@ from certctl_notify.publish import (
     FOLD_COUNTS_TASK,
     INTAKE_QUEUE,
     PURGE_TASK,
-    QUEUES,
     RELEASE_TASK,
     SWEEP_TASK,
+    is_amqp,
     is_redis,
+    publish_transport_options,
+    task_queues,
 )
 from certctl_notify.settings import Settings
 from certctl_notify.store.counts import COUNT_FOLD_INTERVAL_SECONDS
@@ -73,7 +73,9 @@ def celery_config(settings: Settings) -> dict:
         # Redis gives an unacked message back after the visibility timeout; a held ETA retry (up to
         # CERTCTL_RETRY_HOLD_MAX) plus its run time must fit inside it, or the retry would run early.
         # (The embedded SQLAlchemy transport takes no such option: it passes them to create_engine.)
-        "broker_transport_options": redis_transport_options(settings) if is_redis(settings.broker_url) else {},
+        # On RabbitMQ, publisher confirms (publish.py).
+        "broker_transport_options": (redis_transport_options(settings) if is_redis(settings.broker_url)
+                                     else publish_transport_options(settings.broker_url)),
         # kombu's Redis transport with a channel close that survives a dropped connection (a Redis
         # restart otherwise can stop the worker); kombu lets a redis+socket:// URL's scheme win.
         "broker_transport": redis_transport.TRANSPORT if is_redis(settings.broker_url) else None,
@@ -92,7 +94,7 @@ def celery_config(settings: Settings) -> dict:
         "accept_content": ["json"],
         "task_ignore_result": True,
         "task_default_queue": INTAKE_QUEUE,
-        "task_queues": tuple(Queue(name) for name in QUEUES),
+        "task_queues": task_queues(settings.broker_url),
         "task_routes": {DELIVER_TASK: {"queue": DELIVERY_QUEUE},
                         **{name: {"queue": CONTROL_QUEUE} for name in (SWEEP_TASK, RELEASE_TASK, BULK_REQUEUE_TASK,
                                                                             FOLD_COUNTS_TASK, PURGE_TASK)}},
@@ -153,5 +155,24 @@ def validate_celery(conf, settings: Settings) -> None:
                 f"holds (CERTCTL_RETRY_HOLD_MAX, at most the retry cap) plus the task time limit ({needed:g}s), "
                 "or Redis redelivers held retries early"
             )
+    if is_amqp(str(conf.get("broker_url", ""))):
+        _validate_rabbitmq(conf, settings)
     if settings.worker.lease_seconds <= settings.worker.task_time_limit_seconds:
         raise ConfigError("CERTCTL_CLAIM_LEASE must be longer than CERTCTL_TASK_TIME_LIMIT")
+
+
+def _validate_rabbitmq(conf, settings: Settings) -> None:
+    """Quorum queues take no global QoS (Celery turns it off when it detects them), and RabbitMQ closes
+    the channel of a consumer that holds a message past its consumer_timeout: every message a worker
+    holds (no retry is held there: each waits in PostgreSQL) must be done well before that."""
+    if not conf.get("worker_detect_quorum_queues", True):
+        raise ConfigError("Celery setting worker_detect_quorum_queues must be True on RabbitMQ: quorum queues "
+                          "refuse the global QoS Celery otherwise asks for")
+    needed = longest_hold(settings) + VISIBILITY_MARGIN_SECONDS
+    if settings.worker.broker_consumer_timeout_seconds <= needed:
+        raise ConfigError(
+            f"CERTCTL_TASK_TIME_LIMIT plus a {VISIBILITY_MARGIN_SECONDS}s margin ({needed:g}s) must be shorter than "
+            f"RabbitMQ's consumer_timeout (CERTCTL_BROKER_CONSUMER_TIMEOUT, "
+            f"{settings.worker.broker_consumer_timeout_seconds:g}s), or the broker closes a worker's channel "
+            "mid-attempt; raise consumer_timeout in rabbitmq.conf and the setting with it"
+        )

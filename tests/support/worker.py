@@ -28,6 +28,7 @@ class WorkerProcess(LoggedProcess):
         if beat:
             args += ["--beat", "--schedule", str(log_path.with_suffix(".beat"))]
         super().__init__(args, env, log_path, name="worker")
+        self.beat = beat
         self._orphans: list[psutil.Process] = []
 
     def start(self, timeout: float = 30) -> WorkerProcess:

@@ -87,3 +87,26 @@ def test_importing_the_entry_point_builds_no_app():
     looked_up = subprocess.run([sys.executable, "-c", "import workers.app as m; m.app"], env=env,
                                capture_output=True, text=True, timeout=60)
     assert looked_up.returncode != 0 and "CERTCTL_NOTIFICATION_RETRY_CAP" in looked_up.stderr
+
+
+RABBITMQ = "amqp://guest:guest@127.0.0.1:5672/certctl"
+
+
+def test_on_rabbitmq_no_retry_is_held_by_a_worker_and_a_hold_is_refused_by_name():
+    settings = load_settings({"CERTCTL_BROKER_URL": RABBITMQ})
+    assert settings.retry.hold_max_seconds == 0
+    conf = make_celery(settings).conf
+    assert conf.broker_transport_options == {"confirm_publish": True}
+    assert {q.name: q.queue_arguments for q in conf.task_queues} == {
+        name: {"x-queue-type": "quorum"} for name in ("celery", "certctl.deliver", "certctl.control")}
+    with pytest.raises(ConfigError, match="CERTCTL_RETRY_HOLD_MAX must be 0 on RabbitMQ"):
+        load_settings({"CERTCTL_BROKER_URL": RABBITMQ, "CERTCTL_RETRY_HOLD_MAX": "5s"})
+
+
+def test_an_attempt_that_could_outlast_rabbitmqs_consumer_timeout_is_refused():
+    # a 40-minute time limit against RabbitMQ's default consumer_timeout of 30 minutes
+    with pytest.raises(ConfigError, match="CERTCTL_BROKER_CONSUMER_TIMEOUT"):
+        make_celery(load_settings({"CERTCTL_BROKER_URL": RABBITMQ, "CERTCTL_TASK_TIME_LIMIT": "40m"}))
+    # and a broker configured with a longer consumer_timeout, said so, accepts it
+    make_celery(load_settings({"CERTCTL_BROKER_URL": RABBITMQ, "CERTCTL_TASK_TIME_LIMIT": "40m",
+                               "CERTCTL_BROKER_CONSUMER_TIMEOUT": "2h"}))

@@ -11,11 +11,14 @@ from standardwebhooks import Webhook
 from certctl_notify import intake, operations, store
 from certctl_notify.errors import WrongState
 from certctl_notify.publish import CeleryDispatcher
-from tests.conftest import COMPRESSED, wait_for
+from tests.conftest import BROKERS, COMPRESSED, wait_for
 from tests.support.receiver import Answer
 from tests.support.rows import attempts_of, row_of, settled
 
 BASE = 0.05  # seconds; the compressed CERTCTL_NOTIFICATION_RETRY_BASE
+
+#: Every test here runs on Redis and on RabbitMQ.
+pytestmark = pytest.mark.parametrize("broker", BROKERS, indirect=True)
 
 
 @pytest.fixture

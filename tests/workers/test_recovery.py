@@ -12,7 +12,7 @@ from sqlalchemy import make_url
 from certctl_notify import intake, store
 from certctl_notify.environment import load_settings
 from certctl_notify.publish import CeleryDispatcher
-from tests.conftest import lose_every_message, wait_for
+from tests.conftest import BROKERS, lose_every_message, wait_for
 from tests.support.receiver import Answer
 from tests.support.rows import row_of
 from tests.support.tcp_proxy import TcpProxy
@@ -24,6 +24,7 @@ def alert(key: str) -> dict:
             "certificate_id": key}
 
 
+@pytest.mark.parametrize("broker", BROKERS, indirect=True)
 def test_retry_lost_with_the_broker_flushed_is_redispatched_by_the_sweep(
     sessions, receiver, make_env, start_worker, producer, broker_url
 ):
@@ -225,6 +226,7 @@ def test_alerts_posted_while_the_broker_is_down_are_accepted_and_delivered_once_
     assert [len(receiver.for_key(k)) for k in ("c-broker-before", "c-broker-down")] == [1, 1]
 
 
+@pytest.mark.parametrize("broker", BROKERS, indirect=True)
 def test_intake_whose_publish_was_lost_is_picked_up_by_the_sweep(
     sessions, receiver, make_env, start_worker, producer, broker_url
 ):
@@ -240,6 +242,7 @@ def test_intake_whose_publish_was_lost_is_picked_up_by_the_sweep(
     assert len(receiver.for_key("c-lost-intake")) == 1
 
 
+@pytest.mark.parametrize("broker", BROKERS, indirect=True)
 def test_alerts_raised_while_no_worker_runs_are_delivered_when_one_starts(
     sessions, receiver, make_env, start_worker, producer
 ):
@@ -247,7 +250,7 @@ def test_alerts_raised_while_no_worker_runs_are_delivered_when_one_starts(
     results = [intake.enqueue_alert(sessions, CeleryDispatcher(producer), alert(f"c-offline-{i}"))[0]
                for i in range(3)]
     # When a worker starts (no beat: the broker's own messages must be enough)
-    start_worker(make_env())
+    start_worker(make_env(), beat=False)
     # Then each is delivered once
     for result in results:
         wait_for(lambda r=result: row_of(sessions, r.row.id).status == "sent", message="delivery after start")
@@ -255,6 +258,7 @@ def test_alerts_raised_while_no_worker_runs_are_delivered_when_one_starts(
         assert len(receiver.for_key(f"c-offline-{i}")) == 1
 
 
+@pytest.mark.parametrize("broker", BROKERS, indirect=True)
 def test_worker_killed_mid_send_leaves_the_row_recoverable_not_stuck(
     sessions, receiver, make_env, start_worker, producer
 ):
@@ -283,6 +287,7 @@ def test_worker_killed_mid_send_leaves_the_row_recoverable_not_stuck(
     assert [(a.attempt, a.outcome) for a in history] == [(1, None), (1, "sent")]
 
 
+@pytest.mark.parametrize("broker", BROKERS, indirect=True)
 def test_enqueue_over_send_task_with_only_the_broker_url(sessions, receiver, make_env, start_worker, producer):
     # Given a service that knows only the broker URL and the task name
     start_worker(make_env())
@@ -302,6 +307,7 @@ def test_enqueue_over_send_task_with_only_the_broker_url(sessions, receiver, mak
         assert store.count_by_status(s)["sent"] == 1
 
 
+@pytest.mark.parametrize("broker", BROKERS, indirect=True)
 def test_an_enqueue_message_delivered_twice_creates_one_alert(sessions, receiver, make_env, start_worker, producer):
     # Given a service sending an alert over the broker with no dedupe_key
     start_worker(make_env())
