@@ -83,38 +83,55 @@ def parse_int(value: str, name: str, *, minimum: int = 0) -> int:
 
 
 class _Reader:
-    """Typed reads of variables; an unset or empty one gives the ``default`` passed in."""
+    """Typed reads of variables; an unset or empty one gives the ``default`` passed in. With ``reads``,
+    each variable's kind and default are noted there as it is read (the configuration reference,
+    `certctl_notify.reference`, is written from them)."""
 
-    def __init__(self, environ: Mapping[str, str]):
+    def __init__(self, environ: Mapping[str, str], reads: dict | None = None):
         self._env = environ
+        self._reads = reads
+
+    def _note(self, name: str, kind: str, default) -> None:
+        if self._reads is not None:
+            self._reads.setdefault(name, (kind, default))
+
+    def _raw(self, name: str) -> str | None:
+        value = self._env.get(name)
+        return None if value is None or value == "" else value
 
     def text(self, name: str, default: str | None = None) -> str | None:
-        value = self._env.get(name)
-        return default if value is None or value == "" else value
+        self._note(name, "text", default)
+        value = self._raw(name)
+        return default if value is None else value
 
     def duration(self, name: str, default: float) -> float:
-        value = self.text(name)
+        self._note(name, "duration", default)
+        value = self._raw(name)
         return default if value is None else parse_duration(value, name)
 
     def integer(self, name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
-        value = self.text(name)
+        self._note(name, "integer", default)
+        value = self._raw(name)
         number = default if value is None else parse_int(value, name, minimum=minimum)
         if maximum is not None and number > maximum:
             raise ConfigError(f"{name} must be at most {maximum}")
         return number
 
     def boolean(self, name: str, default: bool) -> bool:
-        value = self.text(name)
+        self._note(name, "boolean", default)
+        value = self._raw(name)
         return default if value is None else parse_bool(value, name)
 
     def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
-        value = (self.text(name) or default).lower()
+        self._note(name, "choice", default)
+        value = (self._raw(name) or default).lower()
         if value not in allowed:
             raise ConfigError(f"{name} must be {', '.join(allowed[:-1])} or {allowed[-1]}")
         return value
 
     def url(self, name: str, default: str | None = None) -> str | None:
-        value = self.text(name, default)
+        self._note(name, "url", default)
+        value = self._raw(name) or default
         if value and not _HTTP_URL.match(value):
             raise ConfigError(f"{name} must be an http:// or https:// URL")
         return value
@@ -357,13 +374,14 @@ def _monitor(r: _Reader) -> MonitorSettings:
     return MonitorSettings(inspect_timeout_seconds=timeout, flower_port=port, flower_basic_auth=entries)
 
 
-def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate every ``CERTCTL_*`` variable of ``environ`` (default: the process environment).
+def load_settings(environ: Mapping[str, str] | None = None, *, reads: dict | None = None) -> Settings:
+    """Read and validate every ``CERTCTL_*`` variable of ``environ`` (default: the process environment);
+    ``reads``, when given, receives each variable's kind and default as read (see `_Reader`).
 
     Raises:
         ConfigError: for the first malformed or inconsistent value, naming its variable.
     """
-    r = _Reader(os.environ if environ is None else environ)
+    r = _Reader(os.environ if environ is None else environ, reads)
     data_dir = Path(r.text("CERTCTL_DATA_DIR", str(Settings.data_dir)))
     metrics_dir = r.text("CERTCTL_METRICS_DIR")
     broker_url = r.text("CERTCTL_BROKER_URL", f"sqla+sqlite:///{data_dir / EMBEDDED_BROKER_FILE}")
