@@ -25,7 +25,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     settings = settings or load_settings()
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    producer = make_producer(settings.broker_url)
+    producer = make_producer(settings.broker_url, sentinel_master=settings.broker_sentinel_master)
     sessions = make_sessions(settings.database_url)
     metrics = for_process(settings.metrics_dir, "api")
     app.extensions["certctl"] = Deps(
@@ -34,7 +34,8 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
         producer=producer,
         dispatcher=dispatcher or CeleryDispatcher(producer),
         metrics=metrics,
-        scrape=scrape_registry(sessions, settings.broker_url, metrics, settings.metrics_dir),
+        scrape=scrape_registry(sessions, settings.broker_url, metrics, settings.metrics_dir,
+                               sentinel_master=settings.broker_sentinel_master),
     )
     console_session.configure(app, settings)
     errors.init_app(app)

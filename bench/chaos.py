@@ -245,11 +245,12 @@ class Postgres:
 class RedisServer:
     """``redis-server`` of the bench's own on a free port of 127.0.0.1, without persistence."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, *args: str):
         self.port = free_port()
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.url = f"redis://127.0.0.1:{self.port}"
+        self.args = args  #: more redis-server options (e.g. ``--replicaof HOST PORT``)
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 15) -> RedisServer:
@@ -257,7 +258,7 @@ class RedisServer:
 
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.dir), "--logfile", str(self.dir / "redis.log")],
+             "--dir", str(self.dir), "--logfile", str(self.dir / "redis.log"), *self.args],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout
         while True:

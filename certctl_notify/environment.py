@@ -18,7 +18,7 @@ from pathlib import Path
 
 from certctl_notify import database_url
 from certctl_notify.errors import ConfigError
-from certctl_notify.publish import is_amqp
+from certctl_notify.publish import is_amqp, is_sentinel
 from certctl_notify.settings import (
     DEFAULT_OPSGENIE_PRIORITY,
     DEFAULT_PAGERDUTY_SEVERITY,
@@ -374,6 +374,14 @@ def _monitor(r: _Reader) -> MonitorSettings:
     return MonitorSettings(inspect_timeout_seconds=timeout, flower_port=port, flower_basic_auth=entries)
 
 
+def _sentinel_master(r: _Reader, broker_url: str) -> str | None:
+    master = r.text("CERTCTL_BROKER_SENTINEL_MASTER")
+    if is_sentinel(broker_url) and not master:
+        raise ConfigError("CERTCTL_BROKER_SENTINEL_MASTER must name the master the sentinels of "
+                          "CERTCTL_BROKER_URL watch (their 'sentinel monitor <name> …')")
+    return master
+
+
 def load_settings(environ: Mapping[str, str] | None = None, *, reads: dict | None = None) -> Settings:
     """Read and validate every ``CERTCTL_*`` variable of ``environ`` (default: the process environment);
     ``reads``, when given, receives each variable's kind and default as read (see `_Reader`).
@@ -389,6 +397,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, reads: dict | Non
         database_url=database_url.resolve(r.text("CERTCTL_DATABASE_URL",
                                                  f"sqlite:///{data_dir / EMBEDDED_DATABASE_FILE}")),
         broker_url=broker_url,
+        broker_sentinel_master=_sentinel_master(r, broker_url),
         data_dir=data_dir,
         retry=_retry(r, broker_url),
         sweep=_sweep(r),

@@ -21,7 +21,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
-import redis
 from kombu import Connection
 from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess, values
 from prometheus_client.core import GaugeMetricFamily
@@ -30,7 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from certctl_notify import store
 from certctl_notify.errors import ChannelNotConfigured, PermanentError
 from certctl_notify.model import Channel, Outcome, utcnow
-from certctl_notify.publish import QUEUES, amqp_queue_lengths, is_amqp
+from certctl_notify.publish import QUEUES, amqp_queue_lengths, is_amqp, is_redis_tcp, redis_client
 
 log = logging.getLogger(__name__)
 
@@ -221,14 +220,11 @@ class QueueCollector:
     """``certctl_celery_queue_length{queue}`` from a Redis or RabbitMQ broker; the embedded SQLite broker
     omits it."""
 
-    def __init__(self, broker_url: str, metrics: Metrics):
+    def __init__(self, broker_url: str, metrics: Metrics, *, sentinel_master: str | None = None):
         self.metrics = metrics
         self.broker_url = broker_url
-        self.client = (
-            redis.Redis.from_url(broker_url, socket_timeout=BROKER_TIMEOUT_SECONDS,
-                                 socket_connect_timeout=BROKER_TIMEOUT_SECONDS)
-            if broker_url.startswith(("redis://", "rediss://")) else None
-        )
+        self.client = (redis_client(broker_url, timeout=BROKER_TIMEOUT_SECONDS, sentinel_master=sentinel_master)
+                       if is_redis_tcp(broker_url) else None)
 
     def collect(self):
         """One ``LLEN`` per queue in one round trip (Redis), a passive declare each (RabbitMQ), or no
@@ -271,12 +267,13 @@ class _SharedDirectory:
         return multiprocess.MultiProcessCollector.merge([str(p) for p in self.root.glob("*/*.db")])
 
 
-def scrape_registry(sessions, broker_url: str, metrics: Metrics, metrics_dir: Path | None) -> CollectorRegistry:
+def scrape_registry(sessions, broker_url: str, metrics: Metrics, metrics_dir: Path | None, *,
+                    sentinel_master: str | None = None) -> CollectorRegistry:
     """What ``GET /metrics`` exposes: the gauges, then the counters of every process sharing
     ``metrics_dir`` (or of this process alone when it is None)."""
     registry = CollectorRegistry()
     registry.register(DatabaseCollector(sessions, metrics))  # first: its error count shows in the same scrape
-    registry.register(QueueCollector(broker_url, metrics))
+    registry.register(QueueCollector(broker_url, metrics, sentinel_master=sentinel_master))
     registry.register(_SharedDirectory(metrics_dir) if metrics_dir is not None else metrics.registry)
     return registry
 

@@ -12,10 +12,12 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
+from urllib.parse import urlsplit
 
 import redis
 from celery import Celery
 from kombu import Exchange, Queue
+from redis.sentinel import Sentinel
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +86,8 @@ class CeleryDispatcher:
         # to a queue nobody declared yet, so there Celery declares as usual.
         broker_url = str(celery_app.conf.broker_url or "")
         self._options = {"declare": []} if is_redis(broker_url) else {}
-        self._peek = (redis.Redis.from_url(broker_url, socket_timeout=PEEK_TIMEOUT_SECONDS,
-                                           socket_connect_timeout=PEEK_TIMEOUT_SECONDS)
+        master = (celery_app.conf.broker_transport_options or {}).get("master_name")
+        self._peek = (redis_client(broker_url, timeout=PEEK_TIMEOUT_SECONDS, sentinel_master=master)
                       if is_redis_tcp(broker_url) else None)
 
     def dispatch(self, notification_id: str, attempt: int, dispatched_at: datetime | None = None) -> None:
@@ -192,8 +194,29 @@ def _batched(producer):
 
 
 def is_redis_tcp(broker_url: str) -> bool:
-    """A Redis URL that redis-py opens as it is (kombu's redis+socket:// it does not)."""
-    return broker_url.startswith(("redis://", "rediss://"))
+    """A Redis broker `redis_client` can open (kombu's redis+socket:// it cannot)."""
+    return broker_url.startswith(("redis://", "rediss://", "sentinel://"))
+
+
+def is_sentinel(broker_url: str) -> bool:
+    """Redis behind Sentinel: ``sentinel://host:26379;sentinel://host2:26379/0`` (kombu's form)."""
+    return broker_url.startswith("sentinel://")
+
+
+def redis_client(broker_url: str, *, timeout: float, sentinel_master: str | None = None) -> redis.Redis:
+    """A redis-py client of the broker's Redis; behind Sentinel, of whichever server is master now (it
+    asks the sentinels again after a failover)."""
+    if not is_sentinel(broker_url):
+        return redis.Redis.from_url(broker_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    if not sentinel_master:
+        raise ValueError("a sentinel:// broker needs the name of its master (CERTCTL_BROKER_SENTINEL_MASTER)")
+    parts = [urlsplit(part) for part in broker_url.split(";")]
+    db = int((parts[-1].path or "/0").lstrip("/") or 0)
+    password = next((part.password for part in parts if part.password), None)
+    sentinel = Sentinel([(part.hostname, part.port or 26379) for part in parts],
+                        socket_timeout=timeout, socket_connect_timeout=timeout)
+    return sentinel.master_for(sentinel_master, db=db, password=password, socket_timeout=timeout,
+                               socket_connect_timeout=timeout)
 
 
 def is_embedded_broker(broker_url: str) -> bool:
@@ -207,7 +230,7 @@ def is_amqp(broker_url: str) -> bool:
 
 
 def is_redis(broker_url: str) -> bool:
-    return broker_url.startswith(("redis://", "rediss://", "redis+socket://"))
+    return broker_url.startswith(("redis://", "rediss://", "redis+socket://", "sentinel://"))
 
 
 def task_queues(broker_url: str) -> tuple[Queue, ...]:
@@ -225,18 +248,25 @@ def task_queues(broker_url: str) -> tuple[Queue, ...]:
                  for name in QUEUES)
 
 
-def publish_transport_options(broker_url: str) -> dict:
+def publish_transport_options(broker_url: str, sentinel_master: str | None = None) -> dict:
     """kombu transport options every publisher needs: on RabbitMQ publisher confirms, so a publish
-    returns only once the broker has taken the message, and one it refused raises."""
-    return {"confirm_publish": True} if is_amqp(broker_url) else {}
+    returns only once the broker has taken the message, and one it refused raises; behind Redis
+    Sentinel the name of the master the sentinels watch."""
+    if is_amqp(broker_url):
+        return {"confirm_publish": True}
+    if is_sentinel(broker_url):
+        if not sentinel_master:
+            raise ValueError("a sentinel:// broker needs the name of its master (CERTCTL_BROKER_SENTINEL_MASTER)")
+        return {"master_name": sentinel_master}
+    return {}
 
 
-def make_producer(broker_url: str) -> Celery:
+def make_producer(broker_url: str, *, sentinel_master: str | None = None) -> Celery:
     """A Celery app that only publishes by task name; building it opens no connection."""
     app = Celery("certctl_notify_producer", broker=broker_url, set_as_current=False)
     app.conf.update(
         task_queues=task_queues(broker_url),
-        broker_transport_options=publish_transport_options(broker_url),
+        broker_transport_options=publish_transport_options(broker_url, sentinel_master),
         task_serializer="json",
         accept_content=["json"],
         broker_connection_retry_on_startup=True,

@@ -202,6 +202,7 @@ class MonitorSettings:
 class Settings:
     database_url: str  #: SQLAlchemy URL; default: the embedded SQLite file under data_dir
     broker_url: str  #: Celery broker URL; default: the embedded SQLite broker under data_dir
+    broker_sentinel_master: str | None = None  #: behind Redis Sentinel, the name of the master they watch
     data_dir: Path = Path("var")
     retry: RetrySettings = RetrySettings()
     sweep: SweepSettings = SweepSettings()

@@ -25,7 +25,7 @@ def sessions_for(settings: Settings):
 def dispatcher_for(settings: Settings):
     from certctl_notify.publish import CeleryDispatcher, make_producer
 
-    return CeleryDispatcher(make_producer(settings.broker_url))
+    return CeleryDispatcher(make_producer(settings.broker_url, sentinel_master=settings.broker_sentinel_master))
 
 
 def api_options(command):

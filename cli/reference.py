@@ -34,7 +34,10 @@ SECTIONS: tuple[tuple[str, tuple[Variable, ...]], ...] = (
                  "`postgres://…` and `postgresql+psycopg2://…`; libpq's several hosts `postgresql://u@a:5432,b:5432/db?"
                  "target_session_attrs=read-write` for a failover pair). SQLite is the embedded mode"),
         Variable("CERTCTL_BROKER_URL", "Celery broker: `redis://host:6379/0`, `amqp://user:pass@host:5672/vhost` "
-                 "(RabbitMQ), or the embedded SQLite broker"),
+                 "(RabbitMQ), `sentinel://h1:26379;sentinel://h2:26379/0` (Redis Sentinel), or the embedded "
+                 "SQLite broker"),
+        Variable("CERTCTL_BROKER_SENTINEL_MASTER", "with a `sentinel://h1:26379;sentinel://h2:26379/0` broker "
+                 "(Redis Sentinel), the name of the master the sentinels watch; required there"),
         Variable("CERTCTL_DATA_DIR", "where embedded-mode files and the beat schedule live"),
         Variable("CERTCTL_BROKER_VISIBILITY_TIMEOUT", "Redis gives a dead worker's unacknowledged messages back "
                  "after this long; must exceed the longest held wait (`CERTCTL_RETRY_HOLD_MAX`, at most the cap) "

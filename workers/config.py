@@ -15,6 +15,7 @@ from certctl_notify.publish import (
     SWEEP_TASK,
     is_amqp,
     is_redis,
+    is_sentinel,
     publish_transport_options,
     task_queues,
 )
@@ -42,9 +43,11 @@ def visibility_timeout(settings: Settings) -> float:
 
 def redis_transport_options(settings: Settings) -> dict:
     """kombu's Redis options: the visibility timeout, and a look for messages past it every
-    `RESTORE_INTERVAL_SECONDS` (kombu's default looks only every tenth interval, 100 s)."""
+    `RESTORE_INTERVAL_SECONDS` (kombu's default looks only every tenth interval, 100 s); behind
+    Sentinel, the master's name too."""
     return {"visibility_timeout": visibility_timeout(settings), "unacked_restore_interval": RESTORE_INTERVAL_SECONDS,
-            "unacked_restore_throttle": 1}
+            "unacked_restore_throttle": 1,
+            **publish_transport_options(settings.broker_url, settings.broker_sentinel_master)}
 
 
 def soft_time_limit(settings: Settings) -> float:
@@ -78,7 +81,7 @@ def celery_config(settings: Settings) -> dict:
                                      else publish_transport_options(settings.broker_url)),
         # kombu's Redis transport with a channel close that survives a dropped connection (a Redis
         # restart otherwise can stop the worker); kombu lets a redis+socket:// URL's scheme win.
-        "broker_transport": redis_transport.TRANSPORT if is_redis(settings.broker_url) else None,
+        "broker_transport": _transport(settings.broker_url),
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
@@ -124,6 +127,12 @@ def celery_config(settings: Settings) -> dict:
         },
         "beat_schedule_filename": str(settings.data_dir / "celerybeat-schedule"),
     }
+
+
+def _transport(broker_url: str) -> str | None:
+    if is_sentinel(broker_url):
+        return redis_transport.SENTINEL_TRANSPORT
+    return redis_transport.TRANSPORT if is_redis(broker_url) else None
 
 
 def _purge_schedule(settings: Settings) -> dict:

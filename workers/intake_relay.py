@@ -31,6 +31,7 @@ from certctl_notify.publish import (
     CeleryDispatcher,
     is_redis_tcp,
     make_producer,
+    redis_client,
 )
 from workers.intake_queue import IntakeMessage, IntakeQueue, MalformedMessage, decode
 
@@ -194,15 +195,15 @@ class IntakeStep(bootsteps.StartStopStep):
     def start(self, worker):
         runtime = worker.app.runtime
         broker_url = str(worker.app.conf.broker_url)
-        client = redis.Redis.from_url(broker_url, socket_timeout=REDIS_TIMEOUT_SECONDS,
-                                      socket_connect_timeout=REDIS_TIMEOUT_SECONDS)
+        master = runtime.settings.broker_sentinel_master
+        client = redis_client(broker_url, timeout=REDIS_TIMEOUT_SECONDS, sentinel_master=master)
         # The relay's threads get a database engine and a publishing app of their own. The pool forks
         # a new process whenever one exits (CERTCTL_WORKER_MAX_TASKS_PER_CHILD, a time limit, a crash)
         # while these threads run; a lock one of them held at that instant (the worker app's event
         # dispatcher, its producer pool, an engine's caches) would stay held for ever in the child,
         # and the child's first retry would hang on it. Objects the threads never share cannot.
         self._sessions = make_sessions(runtime.settings.database_url)
-        self._producer = make_producer(broker_url)
+        self._producer = make_producer(broker_url, sentinel_master=master)
         self.relay = IntakeRelay(client, self._sessions, CeleryDispatcher(self._producer),
                                  consumer_timeout=runtime.settings.worker.intake_consumer_timeout_seconds,
                                  threads=worker.concurrency)

@@ -21,14 +21,28 @@ from kombu.transport import redis as kombu_redis
 
 #: Celery's ``broker_transport`` for a redis:// or rediss:// broker in the worker.
 TRANSPORT = "workers.redis_transport:Transport"
+#: The same for a sentinel:// broker (kombu's Sentinel transport, its channels asking the sentinels).
+SENTINEL_TRANSPORT = "workers.redis_transport:SentinelTransport"
 
 
-class Channel(kombu_redis.Channel):
+class _DroppedClientIsLostConnection:
     def _connparams(self, asynchronous=False):
         if self.connection is not None and self.connection.client is None:
             raise redis.ConnectionError("the broker connection of this channel was closed")
         return super()._connparams(asynchronous=asynchronous)
 
 
+class Channel(_DroppedClientIsLostConnection, kombu_redis.Channel):
+    pass
+
+
 class Transport(kombu_redis.Transport):
     Channel = Channel
+
+
+class SentinelChannel(_DroppedClientIsLostConnection, kombu_redis.SentinelChannel):
+    pass
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    Channel = SentinelChannel
