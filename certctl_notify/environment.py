@@ -271,6 +271,7 @@ def _worker(r: _Reader) -> WorkerSettings:
         max_tasks_per_child=r.integer("CERTCTL_WORKER_MAX_TASKS_PER_CHILD", WorkerSettings.max_tasks_per_child),
         intake_consumer_timeout_seconds=consumer_timeout,
         broker_consumer_timeout_seconds=broker_consumer_timeout,
+        metrics_port=r.integer("CERTCTL_WORKER_METRICS_PORT", WorkerSettings.metrics_port, maximum=65535),
     )
 
 

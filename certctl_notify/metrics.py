@@ -1,29 +1,36 @@
 """Every Prometheus object of certctl-notify, each on an explicit registry (never the global one).
 
-One scrape target, the API's ``GET /metrics`` (`scrape_registry`), shows two kinds of series:
+The API's ``GET /metrics`` (`scrape_registry`) shows two kinds of series:
 
 - counters and the histogram that worker and API processes increment (`Metrics`). With
   ``CERTCTL_METRICS_DIR`` set, each process writes them under ``<dir>/<role>-<host>/`` (prometheus_client
   multiprocess mode) and the scrape adds up every file there: Celery prefork children, gunicorn workers,
-  both roles, every replica sharing the directory;
-- gauges read when scraped: one grouped query on PostgreSQL (`DatabaseCollector`) and Redis ``LLEN`` of
-  each Celery queue (`QueueCollector`). A source that cannot be read leaves its series out and counts
-  ``certctl_metrics_collect_errors_total`` — it never reports zeros.
+  both roles, every replica sharing the directory. Exited processes' counts are folded into an archive
+  file per directory (`fold_exited`), so totals never fall and files stay few. Where nothing is shared,
+  each worker serves its own (`serve_worker_metrics`, CERTCTL_WORKER_METRICS_PORT);
+- gauges read when scraped: one grouped query on PostgreSQL (`DatabaseCollector`) and the length of
+  each Celery queue on Redis or RabbitMQ (`QueueCollector`). A source that cannot be read leaves its
+  series out and counts ``certctl_metrics_collect_errors_total`` — it never reports zeros.
+
+`fold_exited` writes prometheus_client's own file format through its ``mmap_dict.MmapedDict``;
+tests/workers/test_worker_metrics.py fails when that format or class changes under it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
-import shutil
 import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
 from kombu import Connection
-from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess, values
+from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess, start_http_server, values
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.mmap_dict import MmapedDict
 from sqlalchemy.exc import SQLAlchemyError
 
 from certctl_notify import store
@@ -159,16 +166,18 @@ def process_directory(root: Path, role: str) -> Path:
     return Path(root) / f"{role}-{socket.gethostname()}"
 
 
-def enable_multiprocess(root: Path, role: str, *, clean: bool) -> Path:
+def enable_multiprocess(root: Path, role: str, *, fold: bool) -> Path:
     """Make the counters this process creates from now on multiprocess values under `process_directory`.
 
     Call it at a process edge before creating `Metrics`: in a Celery worker's main process before the
-    pool forks (``clean=True``), in gunicorn's master (``clean=True``) and in the app factory.
+    pool forks and in gunicorn's master (``fold=True``: the counts of the previous run's processes are
+    folded into the directory's archive, so totals carry on across a restart instead of falling), and
+    in the app factory (``fold=False``).
     """
     directory = process_directory(root, role)
-    if clean:
-        shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True, exist_ok=True)
+    if fold:
+        fold_exited(directory)
     # prometheus_client opens each process's files in the directory this variable names ...
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
     # ... and picks its value class from it once, on first import. The ``celery`` command has already
@@ -179,8 +188,72 @@ def enable_multiprocess(root: Path, role: str, *, clean: bool) -> Path:
 
 
 def mark_process_dead(root: Path, role: str, pid: int) -> None:
-    """Bookkeeping for an exited process (a pool child, a gunicorn worker); its counts stay in the totals."""
-    multiprocess.mark_process_dead(pid, str(process_directory(root, role)))
+    """Bookkeeping for an exited process (a pool child, a gunicorn worker): its counts move into the
+    directory's archive, so they stay in the totals while its files go."""
+    directory = process_directory(root, role)
+    multiprocess.mark_process_dead(pid, str(directory))
+    fold_exited(directory, {pid})
+
+
+#: Each role directory keeps the counts of processes that exited in one file per type
+#: (``counter_archive.db``, ``histogram_archive.db``): prometheus_client adds up every ``<type>_*.db``.
+ARCHIVE = "archive"
+FOLDED_TYPES = ("counter", "histogram")
+#: Folding holds this file's lock exclusively, a scrape holds it shared: a scrape never sees a count
+#: both in the archive and in the file it came from (a false rise), or in neither (a false fall).
+FOLD_LOCK = ".fold.lock"
+
+
+@contextlib.contextmanager
+def _fold_lock(directory: Path, *, exclusive: bool):
+    with open(directory / FOLD_LOCK, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+
+
+def fold_exited(directory: Path, pids: set[int] | None = None) -> int:
+    """Add the counters and histograms of exited processes (``pids``, or every process not running now)
+    into the directory's archive files and delete their own files; returns the files folded.
+
+    Pool processes come and go (CERTCTL_WORKER_MAX_TASKS_PER_CHILD) and a restart replaces them all:
+    without this, each left two files behind for every scrape to read, and wiping them at start made
+    the totals fall, which Prometheus reads as a counter reset (a false spike in ``rate()``).
+    """
+    folded = 0
+    with _fold_lock(directory, exclusive=True):
+        for kind in FOLDED_TYPES:
+            sources = [path for path in directory.glob(f"{kind}_*.db") if _exited(path, pids)]
+            if not sources:
+                continue
+            archive = MmapedDict(str(directory / f"{kind}_{ARCHIVE}.db"))
+            try:
+                for path in sources:
+                    for key, value, _timestamp, _pos in MmapedDict.read_all_values_from_file(str(path)):
+                        archive.write_value(key, archive.read_value(key)[0] + value, 0.0)
+                    path.unlink()
+                    folded += 1
+            finally:
+                archive.close()
+        for path in directory.glob("gauge_*.db"):
+            if _exited(path, pids):
+                multiprocess.mark_process_dead(int(path.stem.rsplit("_", 1)[1]), str(directory))
+    return folded
+
+
+def _exited(path: Path, pids: set[int] | None) -> bool:
+    tail = path.stem.rsplit("_", 1)[-1]
+    if not tail.isdigit():
+        return False  # the archive
+    pid = int(tail)
+    if pids is not None:
+        return pid in pids
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 class DatabaseCollector:
@@ -258,13 +331,19 @@ class QueueCollector:
 
 
 class _SharedDirectory:
-    """The counters of every process that wrote under the metrics directory, added up."""
+    """The counters of every process that wrote under the metrics directory (or under one role directory
+    of it), added up."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, pattern: str = "*/"):
         self.root = Path(root)
+        self.pattern = pattern
 
     def collect(self):
-        return multiprocess.MultiProcessCollector.merge([str(p) for p in self.root.glob("*/*.db")])
+        directories = [d for d in self.root.glob(self.pattern) if d.is_dir()]
+        with contextlib.ExitStack() as stack:
+            for directory in directories:
+                stack.enter_context(_fold_lock(directory, exclusive=False))
+            return multiprocess.MultiProcessCollector.merge([str(p) for d in directories for p in d.glob("*.db")])
 
 
 def scrape_registry(sessions, broker_url: str, metrics: Metrics, metrics_dir: Path | None, *,
@@ -278,8 +357,16 @@ def scrape_registry(sessions, broker_url: str, metrics: Metrics, metrics_dir: Pa
     return registry
 
 
+def serve_worker_metrics(root: Path, port: int, addr: str = "0.0.0.0") -> None:
+    """Serve this host's worker counters (every pool process, past ones folded in) on ``port``: a
+    per-host scrape target where no directory is shared with the API. A thread of this process."""
+    registry = CollectorRegistry()
+    registry.register(_SharedDirectory(root, pattern=process_directory(root, "worker").name + "/"))
+    start_http_server(port, addr=addr, registry=registry)
+
+
 def for_process(metrics_dir: Path | None, role: str) -> Metrics:
     """This process's `Metrics`: multiprocess under ``metrics_dir`` when set (the directory is not emptied)."""
     if metrics_dir is not None:
-        enable_multiprocess(metrics_dir, role, clean=False)
+        enable_multiprocess(metrics_dir, role, fold=False)
     return Metrics()

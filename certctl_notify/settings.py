@@ -93,6 +93,8 @@ class WorkerSettings:
     max_tasks_per_child: int = 1000
     #: on Redis, an intake relay not heard of for this long is dead and its fetched alerts are taken back
     intake_consumer_timeout_seconds: float = 30
+    #: where a worker serves its own /metrics (its pool's counters) for a per-host scrape; 0 = not served
+    metrics_port: int = 0
     #: RabbitMQ's consumer_timeout as the broker is configured (its default: 30 minutes): a message held
     #: unacknowledged for longer makes the broker close the worker's channel
     broker_consumer_timeout_seconds: float = 1800.0

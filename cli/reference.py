@@ -92,6 +92,8 @@ SECTIONS: tuple[tuple[str, tuple[Variable, ...]], ...] = (
         Variable("CERTCTL_CONSOLE_SESSION", "how long a console sign-in lasts"),
         Variable("CERTCTL_METRICS_DIR", "directory API and worker processes share for their counters (see "
                  "Metrics in the README)", derived_default="— (`dev`: `var/metrics`)"),
+        Variable("CERTCTL_WORKER_METRICS_PORT", "a worker serves its own pool's counters on this port at "
+                 "`/metrics`, a per-host scrape target (`0`: not served); see Metrics in the README"),
         Variable("CERTCTL_METRICS_AUTH", "`true`: `/metrics` needs a read key"),
         Variable("CERTCTL_INSPECT_TIMEOUT", "how long the Workers view waits for workers' replies (at most 30 s)"),
         Variable("CERTCTL_FLOWER_PORT", "where `certctl-notify flower` listens"),

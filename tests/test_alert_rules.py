@@ -37,8 +37,9 @@ def test_the_rules_file_is_valid():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_the_example_prometheus_configuration_is_valid_and_loads_the_rules():
-    result = promtool("check", "config", "prometheus.yml")
+@pytest.mark.parametrize("config", ["prometheus.yml", "prometheus-per-host.yml"])
+def test_the_example_prometheus_configurations_are_valid_and_load_the_rules(config):
+    result = promtool("check", "config", config)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

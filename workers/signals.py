@@ -33,18 +33,30 @@ def _settings() -> Settings:
     return _runtime.settings
 
 
+def _metrics_root():
+    """Where this worker's processes keep their counters: CERTCTL_METRICS_DIR (shared with the API), or
+    with only CERTCTL_WORKER_METRICS_PORT set a directory of the worker's own under its data directory."""
+    settings = _settings()
+    if settings.metrics_dir is not None:
+        return settings.metrics_dir
+    return settings.data_dir / "metrics" if settings.worker.metrics_port else None
+
+
 def on_worker_init(**_):
     # In the main process, before the pool forks: every pool process writes its counters under
-    # this worker's directory, emptied of the previous run's files.
-    if _settings().metrics_dir is not None:
-        metrics.enable_multiprocess(_settings().metrics_dir, "worker", clean=True)
+    # this worker's directory, where the previous run's counts are kept (folded into an archive).
+    root = _metrics_root()
+    if root is not None:
+        metrics.enable_multiprocess(root, "worker", fold=True)
     else:
-        log.warning("CERTCTL_METRICS_DIR is not set: this worker's counters reach no /metrics scrape")
+        log.warning("neither CERTCTL_METRICS_DIR nor CERTCTL_WORKER_METRICS_PORT is set: this worker's "
+                    "counters reach no /metrics scrape")
 
 
 def on_process_shutdown(pid=None, **_):
-    if _settings().metrics_dir is not None:
-        metrics.mark_process_dead(_settings().metrics_dir, "worker", pid)
+    root = _metrics_root()
+    if root is not None:
+        metrics.mark_process_dead(root, "worker", pid)
 
 
 def on_process_init(**_):
@@ -62,6 +74,10 @@ def on_postrun(**_):
 
 
 def on_worker_ready(**_):
+    port = _settings().worker.metrics_port
+    if port:
+        metrics.serve_worker_metrics(_metrics_root(), port)
+        log.info("this worker's counters are served on :%d/metrics", port)
     # Celery warns on every broker connection loss that worker_cancel_long_running_tasks_on_connection_loss
     # defaults to True in Celery 6; we pin it to False and check it at start-up (workers/config.py), so in
     # an outage the warning only adds a misleading paragraph. Filtered here, after Celery's logging

@@ -115,7 +115,7 @@ MULTIPROCESS_SCRIPT = textwrap.dedent("""
     from certctl_notify import metrics
 
     root = Path(sys.argv[1])
-    metrics.enable_multiprocess(root, "worker", clean=True)
+    metrics.enable_multiprocess(root, "worker", fold=True)
     children = []
     for n in (1, 2):
         pid = os.fork()
