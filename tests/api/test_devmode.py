@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -24,6 +25,25 @@ def dev_environment(**overrides) -> dict:
     """This environment without its ``CERTCTL_*`` variables, then ``overrides``, running this checkout."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CERTCTL_")}
     return {**env, **overrides, "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))}
+
+
+def stop(proc: subprocess.Popen, out) -> tuple[int, list[int]]:
+    """Ctrl-C, as the user would: (exit code, pids of its process tree still running 10 s after it
+    exited, which are then killed: a failed test must not leave a worker consuming later tests' queues)."""
+    tree = psutil.Process(proc.pid).children(recursive=True)
+    proc.send_signal(signal.SIGINT)
+    try:
+        code = proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        code = proc.wait(10)
+    finally:
+        out.close()
+    _gone, alive = psutil.wait_procs(tree, timeout=10)
+    for child in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
+    return code, [child.pid for child in alive]
 
 
 def test_dev_demo_shows_sent_and_dead_rows_within_a_minute_and_stops_cleanly(tmp_path):
@@ -68,10 +88,8 @@ def test_dev_demo_shows_sent_and_dead_rows_within_a_minute_and_stops_cleanly(tmp
         assert (tmp_path / "var" / "certctl-notify.sqlite").exists()
     finally:
         # When the user presses Ctrl-C, everything stops cleanly
-        proc.send_signal(signal.SIGINT)
-        code = proc.wait(30)
-        out.close()
-    assert code == 0, (tmp_path / "out.log").read_text()[-3000:]
+        code, left = stop(proc, out)
+    assert (code, left) == (0, []), (tmp_path / "out.log").read_text()[-3000:]
 
 
 def test_dev_starts_its_worker_with_the_configured_concurrency(tmp_path, make_env):
@@ -98,7 +116,5 @@ def test_dev_starts_its_worker_with_the_configured_concurrency(tmp_path, make_en
         # And three pool processes really run, beside the beat `dev` embeds in the worker
         assert len(psutil.Process(worker["pid"]).children()) == 3 + 1
     finally:
-        proc.send_signal(signal.SIGINT)
-        code = proc.wait(30)
-        out.close()
-    assert code == 0, log_path.read_text()[-3000:]
+        code, left = stop(proc, out)
+    assert (code, left) == (0, []), log_path.read_text()[-3000:]
