@@ -21,6 +21,13 @@ CLI = str(Path(sys.executable).with_name("certctl-notify"))
 ROOT = str(Path(__file__).resolve().parents[2])
 
 
+def start_dev(args: list[str], cwd: Path, env: dict, out) -> subprocess.Popen:
+    """``certctl-notify ARGS`` as started from a terminal: SIGINT at its default even when this test runs
+    in a background job (whose children inherit SIGINT ignored, and Ctrl-C would then do nothing)."""
+    return subprocess.Popen([CLI, *args], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
 def dev_environment(**overrides) -> dict:
     """This environment without its ``CERTCTL_*`` variables, then ``overrides``, running this checkout."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CERTCTL_")}
@@ -50,8 +57,7 @@ def test_dev_demo_shows_sent_and_dead_rows_within_a_minute_and_stops_cleanly(tmp
     # Given a fresh directory with no PostgreSQL or Redis configured (embedded SQLite for both)
     env = dev_environment()
     out = open(tmp_path / "out.log", "w+")
-    proc = subprocess.Popen([CLI, "dev", "--demo", "--port", "0"], cwd=tmp_path, env=env,
-                            stdout=out, stderr=subprocess.STDOUT, text=True)
+    proc = start_dev(["dev", "--demo", "--port", "0"], tmp_path, env, out)
     try:
         # When it starts, it says where the API listens and which demo alerts it enqueued
         def log():
@@ -98,8 +104,7 @@ def test_dev_starts_its_worker_with_the_configured_concurrency(tmp_path, make_en
     env = dev_environment(**make_env(CERTCTL_WORKER_CONCURRENCY=3))
     log_path = tmp_path / "out.log"
     out = open(log_path, "w+")
-    proc = subprocess.Popen([CLI, "dev", "--port", "0"], cwd=tmp_path, env=env,
-                            stdout=out, stderr=subprocess.STDOUT, text=True)
+    proc = start_dev(["dev", "--port", "0"], tmp_path, env, out)
     try:
         # When `dev` is up and its worker answers the Workers view
         base = wait_for(lambda: re.search(r"API listening on (http://\S+)", log_path.read_text()), timeout=30,

@@ -8,10 +8,11 @@ import time
 from urllib.parse import urlsplit
 
 import pytest
+from kombu import Connection
 
 from certctl_notify import intake
 from certctl_notify.metrics import Metrics, QueueCollector
-from certctl_notify.publish import DELIVERY_QUEUE, QUEUES, CeleryDispatcher
+from certctl_notify.publish import DELIVER_TASK, DELIVERY_QUEUE, QUEUES, CeleryDispatcher
 from tests.conftest import wait_for
 from tests.support.rows import row_of, settled
 
@@ -81,10 +82,19 @@ def test_a_retry_waits_in_postgresql_with_no_message_held_by_a_worker(sessions, 
     start_worker(make_env(CERTCTL_NOTIFICATION_RETRY_BASE="4s", CERTCTL_NOTIFICATION_RETRY_CAP="4s"))
     [result] = intake.enqueue_alert(sessions, CeleryDispatcher(producer), alert("c-wait"))
     failed = wait_for(lambda: (r := row_of(sessions, result.row.id)).status == "failed" and r, message="first failure")
-    # While it waits, no worker holds a message unacknowledged (nothing for consumer_timeout to cut)
+    # While it waits, no worker holds a message for it (nothing for consumer_timeout to cut) and none
+    # is queued: the worker itself says it holds nothing, and the queue is empty (a passive declare:
+    # rabbitmqctl's counts lag by up to its 5 s statistics interval)
     assert failed.next_retry_at is not None
     time.sleep(1)
-    assert queues_of(broker_url, "messages_unacknowledged", "messages")[DELIVERY_QUEUE] == ["0", "0"]
+    inspect = producer.control.inspect(timeout=2)
+    answers = [inspect.active(), inspect.reserved(), inspect.scheduled()]
+    assert all(answers), answers  # the worker answered each question
+    held = [task for answer in answers for tasks in answer.values() for task in tasks
+            if DELIVER_TASK in (task.get("name"), (task.get("request") or {}).get("name"))]
+    assert held == []
+    with Connection(broker_url) as conn:
+        assert conn.default_channel.queue_declare(DELIVERY_QUEUE, passive=True).message_count == 0
     # And when it is due, beat releases it and it is sent on the second attempt
     done = wait_for(settled(sessions, result.row.id, "sent", "dead"), timeout=20, message="the retry")
     assert (done.status, done.retry_count) == ("sent", 1)
