@@ -221,16 +221,16 @@ def test_the_same_message_published_three_times_sends_each_attempt_once(
 def test_pool_processes_replaced_after_their_task_budget_still_deliver_every_alert_once(
     sessions, receiver, make_env, start_worker, enqueue
 ):
-    # Given a worker whose single pool process is replaced after every 3 tasks
-    worker = start_worker(make_env(CERTCTL_WORKER_MAX_TASKS_PER_CHILD="3"), concurrency=1)
+    # Given a worker whose single pool process is replaced after every 2 tasks
+    worker = start_worker(make_env(CERTCTL_WORKER_MAX_TASKS_PER_CHILD="2"), concurrency=1)
     pool_pids = {p.pid for p in worker.children()}
-    # When 12 alerts are delivered through it, one after another
+    # When 6 alerts are delivered through it, one after another
     rows = []
-    for n in range(12):
+    for n in range(6):
         rows.append(enqueue(f"c-recycle-{n}"))
         wait_for(settled(sessions, rows[-1].id, "sent", "dead"), message="delivery")
         pool_pids.update(p.pid for p in worker.children())
     # Then every one is sent exactly once, by more than one pool process in turn
     assert {row_of(sessions, row.id).status for row in rows} == {"sent"}
-    assert all(len(receiver.for_key(f"c-recycle-{n}")) == 1 for n in range(12))
+    assert all(len(receiver.for_key(f"c-recycle-{n}")) == 1 for n in range(6))
     assert len(pool_pids) >= 3, pool_pids
