@@ -138,19 +138,57 @@ class CpuMeter:
         return used
 
 
-class Bench:
-    def __init__(self, args):
+class ServiceStack:
+    """The service a bench runs and breaks down: its own database and Redis db, a receiver, workers,
+    beat and gunicorn, under a temporary directory; `logs`, `cleanup` and `check_alive` for all of them."""
+
+    def __init__(self, args, owner: str, prefix: str):
         self.args = args
         self.failed = False
         self.db = ScratchDatabase()
-        self.redis = ScratchRedisDb("bench/bulk_requeue.py", seconds=args.max_seconds + 300)
-        self.tmp = Path(tempfile.mkdtemp(prefix="certctl-bench-bulk-"))
+        self.redis = ScratchRedisDb(owner, seconds=args.max_seconds + 300)
+        self.tmp = Path(tempfile.mkdtemp(prefix=prefix))
         self.api_key = uuid.uuid4().hex
         self.receiver: ReceiverProcess | None = None
         self.workers: list[Process] = []
         self.beat: Process | None = None
         self.api = None
         self.engine = None
+
+    def logs(self):
+        out = [(p.log_path.name, p.log_tail()) for p in (*self.workers, self.beat) if p is not None]
+        return out + ([("gunicorn.log", self.api.log()[-4000:])] if self.api else [])
+
+    def cleanup_first(self) -> list:
+        """Clean-up steps of the bench's own, run before the service is stopped."""
+        return []
+
+    def cleanup(self) -> None:
+        run_cleanup([
+            *self.cleanup_first(),
+            ("stop gunicorn", lambda: self.api and self.api.stop()),
+            ("stop beat", lambda: self.beat and self.beat.stop()),
+            ("stop workers", lambda: [w.stop() for w in self.workers]),
+            ("stop receiver", lambda: self.receiver and self.receiver.stop()),
+            ("dispose engine", lambda: self.engine and self.engine.dispose()),
+            (f"delete the keys of Redis db {self.redis.db}", self.redis.release),
+            ("drop database", self.db.drop),
+        ])
+        if self.failed or self.args.keep_logs:
+            print(f"logs kept in {self.tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def check_alive(self) -> None:
+        for process in (*self.workers, self.beat):
+            process.check_alive()
+        if self.api.proc.poll() is not None:
+            raise BenchError(f"gunicorn exited with {self.api.proc.returncode}:\n{self.api.log()[-3000:]}")
+
+
+class Bench(ServiceStack):
+    def __init__(self, args):
+        super().__init__(args, "bench/bulk_requeue.py", "certctl-bench-bulk-")
         self.env: dict = {}
         self.results: dict = {}
 
@@ -218,25 +256,6 @@ class Bench:
                                            "'warmup-%' AND status = 'sent'")) >= n, 90, "the warm-up alerts")
         return n
 
-    def logs(self):
-        out = [(p.log_path.name, p.log_tail()) for p in (*self.workers, self.beat) if p is not None]
-        return out + ([("gunicorn.log", self.api.log()[-4000:])] if self.api else [])
-
-    def cleanup(self) -> None:
-        run_cleanup([
-            ("stop gunicorn", lambda: self.api and self.api.stop()),
-            ("stop beat", lambda: self.beat and self.beat.stop()),
-            ("stop workers", lambda: [w.stop() for w in self.workers]),
-            ("stop receiver", lambda: self.receiver and self.receiver.stop()),
-            ("dispose engine", lambda: self.engine and self.engine.dispose()),
-            (f"delete the keys of Redis db {self.redis.db}", self.redis.release),
-            ("drop database", self.db.drop),
-        ])
-        if self.failed or self.args.keep_logs:
-            print(f"logs kept in {self.tmp}", file=sys.stderr)
-        else:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-
     # -- helpers --
 
     def post(self, path: str, body: dict, expect: int) -> dict:
@@ -255,12 +274,6 @@ class Bench:
     def scalar(self, statement, params=None):
         with self.engine.connect() as conn:
             return conn.execute(statement, params or {}).scalar_one()
-
-    def check_alive(self) -> None:
-        for process in (*self.workers, self.beat):
-            process.check_alive()
-        if self.api.proc.poll() is not None:
-            raise BenchError(f"gunicorn exited with {self.api.proc.returncode}:\n{self.api.log()[-3000:]}")
 
     def wait(self, predicate, timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout

@@ -25,9 +25,7 @@ import http.client
 import json
 import os
 import queue
-import shutil
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -38,16 +36,20 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.bulk_requeue import CpuMeter, Process, base_env, start_api, start_beat, start_workers  # noqa: E402
+from bench.bulk_requeue import (  # noqa: E402
+    CpuMeter,
+    ServiceStack,
+    base_env,
+    start_api,
+    start_beat,
+    start_workers,
+)
 from bench.chaos import ENQUEUE_TASK, Alert, alert_fields, celery_row_id, percentile  # noqa: E402
 from bench.common import (  # noqa: E402
     BenchError,
     ReceiverProcess,
-    ScratchDatabase,
-    ScratchRedisDb,
     cpu_used,
     process_tree,
-    run_cleanup,
     run_guarded,
     service_processes,
 )
@@ -135,19 +137,9 @@ def make_alerts(start: int, count: int) -> list[Alert]:
                   task_id=None if i % 2 == 0 else str(uuid.uuid4())) for i in range(start, start + count)]
 
 
-class Soak:
+class Soak(ServiceStack):
     def __init__(self, args):
-        self.args = args
-        self.failed = False
-        self.db = ScratchDatabase()
-        self.redis = ScratchRedisDb("bench/soak.py", seconds=args.max_seconds + 300)
-        self.tmp = Path(tempfile.mkdtemp(prefix="certctl-bench-soak-"))
-        self.api_key = uuid.uuid4().hex
-        self.receiver: ReceiverProcess | None = None
-        self.workers: list[Process] = []
-        self.beat: Process | None = None
-        self.api = None
-        self.engine = None
+        super().__init__(args, "bench/soak.py", "certctl-bench-soak-")
         self.offer: Offer | None = None
         self.t0 = time.monotonic()
         self.trend: list[dict] | None = None  #: a point per progress line of the soak (not the warm-up)
@@ -178,33 +170,10 @@ class Soak:
               f"+ beat; retries after {base:g}, {2 * base:g} s (held by the worker), then doubling to {cap:g} s "
               f"(in PostgreSQL, released by beat)", flush=True)
 
-    def logs(self):
-        out = [(p.log_path.name, p.log_tail()) for p in (*self.workers, self.beat) if p is not None]
-        return out + ([("gunicorn.log", self.api.log()[-4000:])] if self.api else [])
-
-    def cleanup(self) -> None:
-        run_cleanup([
-            ("stop the offer", lambda: self.offer and self.offer.close()),
-            ("stop gunicorn", lambda: self.api and self.api.stop()),
-            ("stop beat", lambda: self.beat and self.beat.stop()),
-            ("stop workers", lambda: [w.stop() for w in self.workers]),
-            ("stop receiver", lambda: self.receiver and self.receiver.stop()),
-            ("dispose engine", lambda: self.engine and self.engine.dispose()),
-            (f"delete the keys of Redis db {self.redis.db}", self.redis.release),
-            ("drop database", self.db.drop),
-        ])
-        if self.failed or self.args.keep_logs:
-            print(f"logs kept in {self.tmp}", file=sys.stderr)
-        else:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+    def cleanup_first(self) -> list:
+        return [("stop the offer", lambda: self.offer and self.offer.close())]
 
     # -- watching --
-
-    def check_alive(self) -> None:
-        for process in (*self.workers, self.beat):
-            process.check_alive()
-        if self.api.proc.poll() is not None:
-            raise BenchError(f"gunicorn exited with {self.api.proc.returncode}:\n{self.api.log()[-3000:]}")
 
     def processes(self) -> dict[str, list]:
         """Every process of the service by role, main process first."""
