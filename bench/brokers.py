@@ -199,9 +199,6 @@ class Bench:
         self.runs: list[BrokerRun] = []
         self.failed = False
 
-    def setup(self) -> None:
-        pass
-
     def logs(self):
         return [(f"{run.broker} worker.log", (run.tmp / "worker.log").read_text(errors="replace")[-3000:])
                 for run in self.runs if (run.tmp / "worker.log").exists()]

@@ -163,17 +163,24 @@ def dispatch_many_quietly(dispatcher: Dispatcher, notification_ids: Sequence[str
 def amqp_queue_lengths(conn) -> dict[str, int]:
     """Messages ready in each of our queues on RabbitMQ (a passive declare each; a queue not declared
     yet counts 0). Messages a worker holds unacknowledged are not counted, as on Redis."""
-    lengths = {}
+    return for_each_amqp_queue(conn, lambda channel, queue: channel.queue_declare(queue, passive=True).message_count,
+                               missing=0)
+
+
+def for_each_amqp_queue(conn, action, *, missing=None) -> dict:
+    """``action(channel, queue)`` for each of our queues on RabbitMQ, each on a channel of its own (the
+    broker closes the channel a missing queue was asked on); a missing queue gives ``missing``."""
+    results = {}
     for queue in QUEUES:
-        channel = conn.channel()  # a channel each: asking for a missing queue closes the channel
+        channel = conn.channel()
         try:
-            lengths[queue] = channel.queue_declare(queue, passive=True).message_count
+            results[queue] = action(channel, queue)
         except conn.channel_errors:
-            lengths[queue] = 0
+            results[queue] = missing
         finally:
             with contextlib.suppress(*conn.connection_errors, *conn.channel_errors):
                 channel.close()
-    return lengths
+    return results
 
 
 def describe(exc: BaseException) -> str:

@@ -6,7 +6,6 @@ A missing PostgreSQL, Redis or RabbitMQ fails the run loudly; nothing here is sk
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import time
@@ -148,18 +147,10 @@ def lose_every_message(broker_url: str) -> None:
 def _purge_queues(broker_url: str) -> None:
     from kombu import Connection
 
-    from certctl_notify.publish import QUEUES
+    from certctl_notify.publish import for_each_amqp_queue
 
     with Connection(broker_url, connect_timeout=5) as conn:
-        for queue in QUEUES:
-            channel = conn.channel()  # a channel per queue: a missing queue closes the channel it was asked on
-            try:
-                channel.queue_purge(queue)
-            except Exception:  # classified: the queue does not exist (yet), which is what we want
-                pass
-            finally:
-                with contextlib.suppress(Exception):
-                    channel.close()
+        for_each_amqp_queue(conn, lambda channel, queue: channel.queue_purge(queue))
 
 
 #: The brokers the delivery spine's end-to-end tests run on (``pytest.mark.parametrize("broker", BROKERS,

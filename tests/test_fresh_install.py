@@ -8,14 +8,13 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import make_url
 
-from tests.support.api_server import free_port
+from tests.support.api_server import GunicornProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 #: What `pip install` of the package reads (pyproject.toml's packages and the README).
@@ -59,32 +58,17 @@ def test_a_plain_postgresql_url_migrates_and_serves_from_a_fresh_install(fresh_v
     migrated = run(fresh_venv, tmp_path, env, "migrate")
     assert migrated.returncode == 0, migrated.stderr
     # Then the API serves on it: an alert is taken and can be read back
-    port = free_port()
-    log = open(tmp_path / "gunicorn.log", "wb")
-    api = subprocess.Popen([str(fresh_venv / "gunicorn"), "--config", "python:api.gunicorn_conf", "--bind",
-                            f"127.0.0.1:{port}", "--workers", "1", "api.app:create_app()"],
-                           cwd=tmp_path, env={"PATH": os.environ["PATH"], **env}, stdout=log, stderr=subprocess.STDOUT)
+    api = GunicornProcess(env, tmp_path / "gunicorn.log", workers=1, python=str(fresh_venv / "python"),
+                          cwd=tmp_path, base_env={"PATH": os.environ["PATH"]}).start()
     try:
-        base, auth = f"http://127.0.0.1:{port}", {"Authorization": "Bearer admin-key"}
-        deadline = time.monotonic() + 30
-        while True:
-            assert api.poll() is None, (tmp_path / "gunicorn.log").read_text()
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, (tmp_path / "gunicorn.log").read_text()
-            time.sleep(0.2)
-        taken = httpx.post(f"{base}/api/v1/notifications", headers=auth, timeout=10,
+        auth = {"Authorization": "Bearer admin-key"}
+        taken = httpx.post(f"{api.url}/api/v1/notifications", headers=auth, timeout=10,
                            json={"type": "ExpirationWarning", "channel": "Webhook", "message": "cert expires"})
         assert taken.status_code == 202, taken.text
-        shown = httpx.get(f"{base}/api/v1/notifications/{taken.json()['data'][0]['id']}", headers=auth, timeout=10)
+        shown = httpx.get(f"{api.url}/api/v1/notifications/{taken.json()['data'][0]['id']}", headers=auth, timeout=10)
         assert shown.status_code == 200 and shown.json()["message"] == "cert expires"
     finally:
-        api.terminate()
-        api.wait(20)
-        log.close()
+        api.stop()
 
 
 def test_a_driver_that_is_not_installed_stops_the_first_command_with_one_line(fresh_venv, tmp_path):

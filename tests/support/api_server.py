@@ -18,14 +18,15 @@ def free_port() -> int:
 
 
 class GunicornProcess(LoggedProcess):
-    """``gunicorn -c python:api.gunicorn_conf 'api.app:create_app()'`` with ``workers`` processes."""
+    """``gunicorn -c python:api.gunicorn_conf 'api.app:create_app()'`` with ``workers`` processes; ``python``
+    names another interpreter (a virtualenv's) and the rest is `LoggedProcess`'s."""
 
-    def __init__(self, env: dict, log_path: Path, *, workers: int = 2):
+    def __init__(self, env: dict, log_path: Path, *, workers: int = 2, python: str = sys.executable, **options):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        super().__init__([sys.executable, "-m", "gunicorn", "--config", "python:api.gunicorn_conf",
+        super().__init__([python, "-m", "gunicorn", "--config", "python:api.gunicorn_conf",
                           "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers), "api.app:create_app()"],
-                         env, log_path, name="gunicorn")
+                         env, log_path, name="gunicorn", **options)
 
     def start(self, timeout: float = 30) -> GunicornProcess:
         self.launch(self._healthy, timeout)

@@ -11,11 +11,14 @@ from pathlib import Path
 
 
 class LoggedProcess:
-    """``args`` with ``env`` added to this environment; stdout and stderr go to ``log_path``."""
+    """``args`` with ``env`` added to this environment (or to ``base_env``), run in ``cwd``; stdout and
+    stderr go to ``log_path``."""
 
-    def __init__(self, args: list[str], env: dict, log_path: Path, *, name: str):
+    def __init__(self, args: list[str], env: dict, log_path: Path, *, name: str, cwd: Path | None = None,
+                 base_env: dict | None = None):
         self.args = args
-        self.env = {**os.environ, **env}
+        self.env = {**(os.environ if base_env is None else base_env), **env}
+        self.cwd = cwd
         self.log_path = log_path
         self.name = name
         self.proc: subprocess.Popen | None = None
@@ -29,7 +32,7 @@ class LoggedProcess:
     def spawn(self) -> None:
         """Start it without waiting (several processes can then start side by side)."""
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.args, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(self.args, env=self.env, cwd=self.cwd, stdout=self._log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, ready: Callable[[], bool], timeout: float) -> None:
         deadline = time.monotonic() + timeout
