@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from certctl_notify import database_url
+from certctl_notify.broker_urls import is_amqp, is_sentinel
 from certctl_notify.errors import ConfigError
-from certctl_notify.publish import is_amqp, is_sentinel
 from certctl_notify.settings import (
     DEFAULT_OPSGENIE_PRIORITY,
     DEFAULT_PAGERDUTY_SEVERITY,

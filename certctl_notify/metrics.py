@@ -34,9 +34,10 @@ from prometheus_client.mmap_dict import MmapedDict
 from sqlalchemy.exc import SQLAlchemyError
 
 from certctl_notify import store
+from certctl_notify.broker_urls import is_amqp, is_redis_tcp
 from certctl_notify.errors import ChannelNotConfigured, PermanentError
 from certctl_notify.model import Channel, Outcome, utcnow
-from certctl_notify.publish import QUEUES, amqp_queue_lengths, is_amqp, is_redis_tcp, redis_client
+from certctl_notify.publish import QUEUES, amqp_queue_lengths, redis_client
 
 log = logging.getLogger(__name__)
 

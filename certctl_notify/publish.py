@@ -19,6 +19,8 @@ from celery import Celery
 from kombu import Exchange, Queue
 from redis.sentinel import Sentinel
 
+from certctl_notify.broker_urls import is_amqp, is_redis, is_redis_tcp, is_sentinel
+
 log = logging.getLogger(__name__)
 
 
@@ -200,16 +202,6 @@ def _batched(producer):
     return batch(PUBLISH_BATCH) if batch is not None else contextlib.nullcontext()
 
 
-def is_redis_tcp(broker_url: str) -> bool:
-    """A Redis broker `redis_client` can open (kombu's redis+socket:// it cannot)."""
-    return broker_url.startswith(("redis://", "rediss://", "sentinel://"))
-
-
-def is_sentinel(broker_url: str) -> bool:
-    """Redis behind Sentinel: ``sentinel://host:26379;sentinel://host2:26379/0`` (kombu's form)."""
-    return broker_url.startswith("sentinel://")
-
-
 def redis_client(broker_url: str, *, timeout: float, sentinel_master: str | None = None) -> redis.Redis:
     """A redis-py client of the broker's Redis; behind Sentinel, of whichever server is master now (it
     asks the sentinels again after a failover)."""
@@ -224,20 +216,6 @@ def redis_client(broker_url: str, *, timeout: float, sentinel_master: str | None
                         socket_timeout=timeout, socket_connect_timeout=timeout)
     return sentinel.master_for(sentinel_master, db=db, password=password, socket_timeout=timeout,
                                socket_connect_timeout=timeout)
-
-
-def is_embedded_broker(broker_url: str) -> bool:
-    """kombu's SQLAlchemy transport (the embedded mode's SQLite broker): no broadcast, so no inspect."""
-    return broker_url.startswith(("sqla+", "sqlalchemy+"))
-
-
-def is_amqp(broker_url: str) -> bool:
-    """RabbitMQ (kombu's py-amqp transport)."""
-    return broker_url.startswith(("amqp://", "amqps://", "pyamqp://"))
-
-
-def is_redis(broker_url: str) -> bool:
-    return broker_url.startswith(("redis://", "rediss://", "redis+socket://", "sentinel://"))
 
 
 def task_queues(broker_url: str) -> tuple[Queue, ...]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from certctl_notify.broker_urls import is_amqp, is_redis, is_sentinel
 from certctl_notify.errors import ConfigError
 from certctl_notify.publish import (
     BULK_REQUEUE_TASK,
@@ -13,9 +14,6 @@ from certctl_notify.publish import (
     PURGE_TASK,
     RELEASE_TASK,
     SWEEP_TASK,
-    is_amqp,
-    is_redis,
-    is_sentinel,
     publish_transport_options,
     task_queues,
 )

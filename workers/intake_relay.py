@@ -19,6 +19,7 @@ import uuid
 import redis
 from celery import bootsteps
 
+from certctl_notify.broker_urls import is_redis_tcp
 from certctl_notify.db import UNAVAILABLE, make_sessions
 from certctl_notify.errors import ValidationError
 from certctl_notify.intake import enqueue_alert
@@ -29,7 +30,6 @@ from certctl_notify.publish import (
     ENQUEUE_TASK,
     INTAKE_QUEUE,
     CeleryDispatcher,
-    is_redis_tcp,
     make_producer,
     redis_client,
 )

@@ -10,8 +10,8 @@ from api.console.access import is_fragment, page
 from api.deps import deps
 from api.errors import ApiError
 from certctl_notify import store
+from certctl_notify.broker_urls import is_embedded_broker
 from certctl_notify.model import AlertType, Channel, Status, utcnow
-from certctl_notify.publish import is_embedded_broker
 from certctl_notify.store.listing import NotificationFilter
 
 #: Dead letters listed on the overview.

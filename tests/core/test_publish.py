@@ -8,11 +8,11 @@ import json
 import pytest
 import redis
 
+from certctl_notify.broker_urls import is_redis_tcp
 from certctl_notify.publish import (
     DELIVER_TASK,
     DELIVERY_QUEUE,
     CeleryDispatcher,
-    is_redis_tcp,
     make_producer,
 )
 
