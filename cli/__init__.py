@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from cli import local, remote
+from cli import local, mcp_command, remote
 
 
 @click.group()
@@ -19,3 +19,4 @@ def main() -> None:
 for _command in (local.migrate, local.sweep, local.recount, local.purge, local.worker, local.dev, local.test_channel,
                  local.flower, remote.list_, remote.show, remote.stats, remote.requeue, remote.enqueue, remote.workers):
     main.add_command(_command)
+main.add_command(mcp_command.mcp)

@@ -1,9 +1,13 @@
-"""The API under a real gunicorn (several worker processes) in a subprocess, configured only by environment."""
+"""The API under test as a real HTTP server: gunicorn (several worker processes) in a subprocess, configured only
+by environment, or werkzeug on a thread of the test process."""
 
 from __future__ import annotations
 
 import socket
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -37,3 +41,20 @@ class GunicornProcess(LoggedProcess):
             return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
         except httpx.TransportError:
             return False
+
+
+@contextmanager
+def threaded_api(settings) -> Iterator[str]:
+    """The API app for ``settings`` served by werkzeug on a thread of this process; yields its base URL.
+    Cheaper than gunicorn, and still a real HTTP server for a client in another process."""
+    from werkzeug.serving import make_server
+
+    from api.app import create_app
+
+    server = make_server("127.0.0.1", 0, create_app(settings), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
