@@ -20,6 +20,8 @@ from pydantic import Field
 from certctl_notify.errors import ApiClientError
 from cli.api_client import ApiClient
 from cli.mcp_results import (
+    LIST_FIELDS,
+    LIST_PREVIEW_CHARS,
     attempt_label,
     compose,
     fenced,
@@ -122,9 +124,9 @@ def build_server(client: ApiClient) -> MCPServer:
             description="as_of from the first page: later pages then ignore rows that arrived meanwhile.")] = None,
     ) -> str:
         """List notifications, newest first, with the total that match. Returns one line per row (id,
-        status, attempt n/5, channel, type, severity, created, next retry, sent) and each row's text
-        (recipient, subject, message, last_error, cut to 300 characters) as untrusted data. For the next
-        page pass the cursor and as_of this result names."""
+        status, attempt n/5, channel, type, severity, created, next retry, sent) and each row's
+        certificate_id, recipient, message and last_error (cut to 160 characters) as untrusted data.
+        For the next page pass the cursor and as_of this result names."""
         params = _filters(status, channel, type, certificate_id, error_contains)
         body = api.call("list_notifications", "GET", _path("notifications"),
                         params={**params, "per_page": per_page, "cursor": cursor, "as_of": as_of})
@@ -135,7 +137,7 @@ def build_server(client: ApiClient) -> MCPServer:
                 if body.get("next_cursor") and rows else " This is the last page.")
         head = f"{total} notifications match ({what}); {len(rows)} shown, newest first.{more}"
         return compose(head, table(_ROW_COLUMNS, [_row_line(r) for r in rows]) if rows else None,
-                       fenced([untrusted_of(r) for r in rows]))
+                       fenced([untrusted_of(r, LIST_PREVIEW_CHARS, LIST_FIELDS) for r in rows]))
 
     @server.tool(annotations=_READ, structured_output=False)
     def get_notification(notification_id: NotificationId) -> str:
