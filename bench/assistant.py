@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -153,6 +154,10 @@ class AssistantBench:
 
         run_cleanup([("stop worker", stop_worker), ("release Redis db", self.redis.release),
                      ("drop database", self.db.drop)])
+        if self.failed:
+            print(f"logs kept in {self.tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
     def run(self) -> None:
         from certctl_notify.environment import load_settings
