@@ -6,7 +6,6 @@ Column names are kept from the original schema so existing dashboards and SQL ke
 
 from __future__ import annotations
 
-import enum
 from datetime import UTC, datetime
 
 from sqlalchemy import (
@@ -27,48 +26,9 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-
-class Status(enum.StrEnum):
-    PENDING = "pending"
-    SENT = "sent"
-    FAILED = "failed"
-    DEAD = "dead"
-    READ = "read"
-
-
-class Channel(enum.StrEnum):
-    EMAIL = "Email"
-    WEBHOOK = "Webhook"
-    SLACK = "Slack"
-    TEAMS = "Teams"
-    PAGERDUTY = "PagerDuty"
-    OPSGENIE = "OpsGenie"
-
-
-class AlertType(enum.StrEnum):
-    EXPIRATION_WARNING = "ExpirationWarning"
-    RENEWAL_SUCCESS = "RenewalSuccess"
-    RENEWAL_FAILURE = "RenewalFailure"
-    DEPLOYMENT_SUCCESS = "DeploymentSuccess"
-    DEPLOYMENT_FAILURE = "DeploymentFailure"
-    POLICY_VIOLATION = "PolicyViolation"
-    REVOCATION = "Revocation"
-
-
-class Severity(enum.StrEnum):
-    INFO = "info"
-    WARNING = "warning"
-    ERROR = "error"
-    CRITICAL = "critical"
-
-
-class Outcome(enum.StrEnum):
-    """What one attempt ended in (``notification_attempts.outcome``)."""
-
-    SENT = "sent"
-    RETRY = "retry"
-    DEAD = "dead"
-
+# The enums live in vocabulary.py (no imports: the command line offers their values without loading
+# SQLAlchemy) and are re-exported here, beside the tables that use them.
+from certctl_notify.vocabulary import AlertType, Channel, JobStatus, Outcome, Severity, Status  # noqa: F401
 
 #: Every state change, as (statuses it may start from, status it ends in). The store turns each
 #: into one ``UPDATE … WHERE status IN (…)``; nothing else changes a status.
@@ -209,12 +169,6 @@ class NotificationAttempt(Base):
 
 
 # --- operator records ---------------------------------------------------------------------------
-
-
-class JobStatus(enum.StrEnum):
-    RUNNING = "running"
-    DONE = "done"
-    CANCELLED = "cancelled"
 
 
 class AuditEntry(Base):

@@ -1,4 +1,5 @@
-"""What every console template may use: the viewer, the CSRF token, and how times, ages and attempts read."""
+"""What every console template may use: the viewer, the CSRF token, and how times, ages and attempts read
+(`certctl_notify.display`, shared with the command line)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,8 @@ from datetime import UTC, datetime
 from flask import Flask, g, url_for
 
 from api.console import session as console_session
-from certctl_notify.model import Status
-
-
-def fmt_time(moment: datetime | None, *, zone: bool = True) -> str:
-    """``2026-12-03 18:24:44 UTC`` (every time in the console is UTC; ``zone=False`` where a heading says so)."""
-    if moment is None:
-        return "—"
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S" + (" UTC" if zone else ""))
+from certctl_notify import display
+from certctl_notify.display import fmt_seconds, fmt_time
 
 
 def iso(moment: datetime | None) -> str:
@@ -31,24 +26,9 @@ def local_input(moment: datetime | None) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M") if moment else ""
 
 
-def fmt_seconds(seconds: float | None) -> str:
-    """A duration as people say it: ``850 ms``, ``42 s``, ``3 min 5 s``, ``2 h 10 min``, ``3 d 4 h``."""
-    if seconds is None:
-        return "—"
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    whole = int(seconds)
-    for size, unit, small, small_unit in ((86400, "d", 3600, "h"), (3600, "h", 60, "min"), (60, "min", 1, "s")):
-        if whole >= size:
-            rest = (whole % size) // small
-            return f"{whole // size} {unit}" + (f" {rest} {small_unit}" if rest else "")
-    return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
-
-
 def attempt_number(row) -> int:
-    """The attempt a row is at: the one running or queued (pending), that delivered it, or the last made."""
-    delivered = row.sent_at is not None and row.status in (Status.SENT.value, Status.READ.value)
-    return row.retry_count + 1 if row.status == Status.PENDING.value or delivered else row.retry_count
+    """The attempt a row is at (`certctl_notify.display.attempt_number`, as the command line counts it)."""
+    return display.attempt_number(row.status, row.retry_count, row.sent_at)
 
 
 def init_app(app: Flask, digests: dict[str, str]) -> None:
