@@ -63,7 +63,8 @@ class PurgeReport:
     kept: tuple[str, ...] = ()  #: statuses whose retention is 0 (kept for ever)
     batches: int = 0  #: transactions that deleted rows (or found none left)
     seconds: float = 0.0  #: wall time of the run, pauses included
-    finished: bool = True  #: False when the time budget ran out with rows still due
+    finished: bool = True  #: False when the time budget ran out, or ``stop`` said so, with rows maybe still due
+    stopped: bool = False  #: ``stop()`` ended the run (an operator's Ctrl-C), not the budget
 
     @property
     def total(self) -> int:
@@ -95,13 +96,18 @@ def count_due(sessions: Transactions, settings: RetentionSettings, *,
 
 def purge(sessions: Transactions, settings: RetentionSettings, *, budget_seconds: float | None = None,
           pause_factor: float = PAUSE_FACTOR, now: Callable[[], datetime] = utcnow,
-          sleep: Callable[[float], None] = time.sleep, metrics: Recorder = NO_METRICS) -> PurgeReport:
+          sleep: Callable[[float], None] = time.sleep, metrics: Recorder = NO_METRICS,
+          on_batch: Callable[[str, int], None] | None = None,
+          stop: Callable[[], bool] | None = None) -> PurgeReport:
     """Delete every row past its retention, a batch per transaction, the statuses taking turns.
 
     Parameters:
         budget_seconds: stop starting batches after this many seconds (None: go on until nothing is
             due); the batch under way finishes, so a run lasts at most the budget plus one batch.
         pause_factor: pause after each batch for this multiple of the batch's own duration.
+        on_batch: called after each batch commits with (status, rows it deleted), e.g. for a progress bar.
+        stop: asked before each batch; True ends the run there (the batches done stay committed), as
+            the command's Ctrl-C does.
 
     The cutoffs are fixed when the run starts, so rows that age meanwhile wait for the next run and a
     run always ends.
@@ -115,6 +121,8 @@ def purge(sessions: Transactions, settings: RetentionSettings, *, budget_seconds
         for status in list(after):
             if budget_seconds is not None and time.monotonic() - started >= budget_seconds:
                 return _report(purged, settings, batches, started, finished=False)
+            if stop is not None and stop():
+                return _report(purged, settings, batches, started, finished=False, stopped=True)
             batch_started = time.monotonic()
             with sessions.begin() as session:
                 deleted = store.purge_batch(session, status, before=due[status], after=after[status],
@@ -122,6 +130,8 @@ def purge(sessions: Transactions, settings: RetentionSettings, *, budget_seconds
             batches += 1
             purged[status] += len(deleted)
             metrics.purged({status: len(deleted)})
+            if on_batch is not None:
+                on_batch(status, len(deleted))
             if len(deleted) < settings.batch_size:
                 del after[status]  # the rest of this status is younger, or held by another transaction
             else:
@@ -132,10 +142,11 @@ def purge(sessions: Transactions, settings: RetentionSettings, *, budget_seconds
 
 
 def _report(purged: Counter[str], settings: RetentionSettings, batches: int, started: float, *,
-            finished: bool) -> PurgeReport:
+            finished: bool, stopped: bool = False) -> PurgeReport:
     report = PurgeReport(purged=dict(purged), kept=_kept(settings), batches=batches,
-                         seconds=time.monotonic() - started, finished=finished)
+                         seconds=time.monotonic() - started, finished=finished, stopped=stopped)
     if report.total or not finished:
+        why = "" if finished else "; stopped on request" if stopped else "; time budget spent, the next run goes on"
         log.info("retention purged %d rows %s in %d batches, %.1f s%s", report.total, report.purged, batches,
-                 report.seconds, "" if finished else "; time budget spent, the next run goes on")
+                 report.seconds, why)
     return report
