@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from cli import local, mcp_command, remote
+from cli import doctor, local, mcp_command, remote
 
 
 @click.group()
@@ -20,3 +20,4 @@ for _command in (local.migrate, local.sweep, local.recount, local.purge, local.w
                  local.flower, remote.list_, remote.show, remote.stats, remote.requeue, remote.enqueue, remote.workers):
     main.add_command(_command)
 main.add_command(mcp_command.mcp)
+main.add_command(doctor.doctor)
