@@ -529,7 +529,7 @@ def _http(check: str, variable: str, url: str, shown: str, outbound, timeout: fl
     try:
         # The channels' own DNS lookup and SSRF guard (the address a send would be pinned to), so this
         # check refuses exactly what a delivery would refuse.
-        pinned, _meta = guard._pinned(target)
+        pinned, _meta = guard.pinned(target)
     except PermanentError as exc:
         host = target.host
         reason = _first_line(exc, secrets).removeprefix("refused: ").split("; allow it with")[0]

@@ -90,7 +90,14 @@ class OutboundHttp:
     def close(self) -> None:
         self._client.close()
 
-    def _pinned(self, url: httpx.URL) -> tuple[httpx.URL, dict]:
+    def pinned(self, url: httpx.URL) -> tuple[httpx.URL, dict]:
+        """``url`` with its host replaced by the address a send goes to (DNS resolved once, the SSRF
+        guard applied), and the request extensions that keep the name for Host and SNI.
+
+        Raises:
+            PermanentError: not http(s), an invalid host name, or only refused addresses.
+            TransientError: the DNS lookup failed.
+        """
         if url.scheme not in ("http", "https") or not url.host:
             raise PermanentError(f"refused: {safe_url(str(url))} is not an http(s) URL")
         try:
@@ -139,7 +146,7 @@ class OutboundHttp:
             if target is not None and _origin(following) != _origin(target):
                 sending = httpx.Headers([(k, v) for k, v in sending.multi_items() if k in keep])
             target = following
-            pinned, meta = self._pinned(target)
+            pinned, meta = self.pinned(target)
             sending["host"] = meta["host"]  # replaces a configured Host, whatever its case
             remaining = max(0.001, deadline - time.monotonic())
             request = self._client.build_request(
