@@ -60,9 +60,9 @@ def test_requeue_by_id_resets_dead_rows_and_refuses_the_rest(api_url, sessions, 
     add(sessions, "n-dead", "dead", retry_count=5, last_error="HTTP 503")
     add(sessions, "n-sent", "sent")
     result = api(api_url, "requeue", "n-dead", "n-sent", "n-missing")
-    assert result.exit_code == 1
-    assert "n-dead: requeued" in result.output
-    assert "n-sent: refused" in result.output and "n-missing: refused" in result.output
+    assert result.exit_code == 3  # the worst outcome: one id does not exist (3) beats one in the wrong state (4)
+    assert "n-dead: requeued" in result.stdout
+    assert "n-sent: conflict: " in result.stderr and "n-missing: not found: " in result.stderr
     with sessions.begin() as s:
         assert store.get(s, "n-dead").status == "pending" and store.get(s, "n-sent").status == "sent"
     assert redis.Redis.from_url(broker_url).llen(DELIVERY_QUEUE) == 1
@@ -71,7 +71,7 @@ def test_requeue_by_id_resets_dead_rows_and_refuses_the_rest(api_url, sessions, 
 def test_requeue_needs_an_admin_key(api_url, sessions):
     add(sessions, "n-dead", "dead", retry_count=5)
     result = api(api_url, "requeue", "n-dead", key="read-key")
-    assert result.exit_code != 0 and "admin key" in result.output
+    assert result.exit_code == 1 and "admin key" in result.stderr
     with sessions.begin() as s:
         assert store.get(s, "n-dead").status == "dead"
 
@@ -106,18 +106,22 @@ def test_list_show_stats_and_enqueue_through_the_api(api_url, sessions):
     listed = api(api_url, "list", "--status", "dead", key="read-key")
     assert listed.exit_code == 0 and "n-dead" in listed.output and nid not in listed.output
     assert "page 1: 1 of 1" in listed.output
-    shown = json.loads(api(api_url, "show", nid, key="read-key").output)
+    shown = json.loads(api(api_url, "show", nid, "--json", key="read-key").output)
     assert shown["id"] == nid and shown["status"] == "pending" and shown["attempts"] == []
-    stats = api(api_url, "stats", key="read-key").output
-    assert "notifications_dead" in stats and "notifications_pending" in stats
+    readable = api(api_url, "show", nid, key="read-key").output
+    assert readable.startswith(nid) and "Attempt 1/5" in readable and "attempt 1 is queued or running" in readable
+    stats = api(api_url, "stats", key="read-key").output.splitlines()
+    assert [line.split()[:2] for line in stats] == [["dead", "1"], ["failed", "0"], ["pending", "1"], ["sent", "0"],
+                                                    ["read", "0"], ["total", "2"]]
 
 
 def test_bad_input_and_unreachable_api_are_clear_errors(api_url):
     result = api(api_url, "enqueue", "--type", "Expired", "--channel", "Webhook", "--message", "x")
-    assert result.exit_code != 0 and "type 'Expired' is not one of" in result.output
-    assert "does not exist" in api(api_url, "show", "notif_nope").output
+    assert result.exit_code == 2 and "'Expired' is not one of" in result.stderr
+    missing = api(api_url, "show", "notif_nope")
+    assert missing.exit_code == 3 and "does not exist" in missing.stderr
     down = run("list", "--url", "http://127.0.0.1:1", "--key", "k")
-    assert down.exit_code != 0 and "cannot reach the API" in down.output
+    assert down.exit_code == 1 and "cannot reach the API" in down.stderr
 
 
 def test_sweep_runs_one_tick(env, sessions, broker_url):
