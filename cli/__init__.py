@@ -8,16 +8,34 @@ from __future__ import annotations
 
 import click
 
-from cli import doctor, local, mcp_command, remote
+from cli import completion, doctor, local, mcp_command, remote
 
 
 @click.group()
 def main() -> None:
-    """Deliver certificate alerts with retries and an operator-visible dead-letter queue."""
+    """Deliver certificate alerts with retries and an operator-visible dead-letter queue.
+
+    Every command that prints a result takes --json: one JSON document on stdout (the API's own JSON
+    for the commands that call the API); progress, prompts and errors go to stderr. See docs/cli.md.
+
+    \b
+    Exit codes:
+      0    ok
+      1    failure: the API unreachable, a key refused, a database error, …
+      2    usage error (a wrong option or value)
+      3    not found (the API answered 404)
+      4    conflict (the API answered 409: wrong state, a bulk requeue already running)
+      130  stopped with Ctrl-C
+    requeue ID… with several ids exits with the worst outcome among them: 1 if any failed for
+    another reason, else 3 if any does not exist, else 4 if any was in the wrong state.
+
+    Shell completion: eval "$(certctl-notify completion bash)" (or zsh, fish).
+    """
 
 
 for _command in (local.migrate, local.sweep, local.recount, local.purge, local.worker, local.dev, local.test_channel,
                  local.flower, remote.list_, remote.show, remote.stats, remote.requeue, remote.enqueue, remote.workers):
     main.add_command(_command)
 main.add_command(mcp_command.mcp)
+main.add_command(completion.completion)
 main.add_command(doctor.doctor)
