@@ -62,6 +62,8 @@ def list_(url, key, status, channel, alert_type, certificate_id, q, page, per_pa
     """
     if watch and as_json:
         raise click.UsageError("--watch redraws a table for people; scripts poll `list --json` instead")
+    if cursor is not None and page != 1:
+        raise click.UsageError("give --cursor or --page, not both")
     api = api_client(url, key)
 
     def fetch() -> dict:
@@ -307,6 +309,9 @@ def _bulk_requeue(url: str, key: str | None, channel: str | None, dry_run: bool,
     except KeyboardInterrupt:
         _interrupted(url, key, job_id, as_json)
         return
+    except CliError as exc:  # the API went away while following: the job does not depend on this command
+        exc.message += f" (bulk requeue {job_id} goes on on the server)"
+        raise
     if as_json:
         print_json(state)
     else:
