@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import secrets
 
+from certctl_notify.display import attempt_number
+
 #: Fields a producer or a receiver wrote: always inside the fence.
 UNTRUSTED_FIELDS = ("certificate_id", "dedupe_key", "recipient", "subject", "message", "last_error")
 #: The outside-written fields a list shows for each row (the detail shows all of them).
@@ -58,10 +60,8 @@ def untrusted_of(row: dict, limit: int = TEXT_PREVIEW_CHARS, fields: tuple[str, 
 
 
 def attempt_label(row: dict) -> str:
-    """"n/5": the attempt running or queued (pending), the one that delivered it, or the last made."""
-    delivered = row.get("sent_at") is not None and row["status"] in ("sent", "read")
-    n = row["retry_count"] + 1 if row["status"] == "pending" or delivered else row["retry_count"]
-    return f"{n}/{row['max_attempts']}"
+    """"n/5": the attempt an API row is at, counted as the console and the CLI count it."""
+    return f"{attempt_number(row['status'], row['retry_count'], row.get('sent_at'))}/{row['max_attempts']}"
 
 
 def short_time(value: str | None) -> str:

@@ -50,6 +50,15 @@ Status = Literal["pending", "failed", "dead", "sent", "read"]
 Channel = Literal["Email", "Webhook", "Slack", "Teams", "PagerDuty", "OpsGenie"]
 AlertType = Literal["ExpirationWarning", "RenewalSuccess", "RenewalFailure", "DeploymentSuccess",
                     "DeploymentFailure", "PolicyViolation", "Revocation"]
+StatusFilter = Annotated[Status | None, Field(description="Only this status; 'dead' = the dead letters.")]
+BulkStatus = Annotated[Literal["dead", "failed"], Field(description="Which rows: dead or failed.")]
+ChannelFilter = Annotated[Channel | None, Field(description="Only this channel.")]
+TypeFilter = Annotated[AlertType | None, Field(description="Only this alert type.")]
+CertificateFilter = Annotated[str | None, Field(description="Only alerts about this certificate id.")]
+ErrorFilter = Annotated[str | None, Field(
+    description="Only rows whose last_error contains this text (case-insensitive), e.g. '503'.")]
+CreatedAfter = Annotated[str | None, Field(description="Only rows created from this ISO 8601 UTC time on.")]
+CreatedBefore = Annotated[str | None, Field(description="Only rows created before this ISO 8601 UTC time.")]
 NotificationId = Annotated[str, Field(min_length=1, max_length=200,
                                       description="A notification id as listed, e.g. notif_3f2a…")]
 
@@ -112,12 +121,11 @@ def build_server(client: ApiClient) -> MCPServer:
 
     @server.tool(annotations=_READ, structured_output=False)
     def list_notifications(
-        status: Annotated[Status | None, Field(description="Only this status; 'dead' = the dead letters.")] = None,
-        channel: Annotated[Channel | None, Field(description="Only this channel.")] = None,
-        type: Annotated[AlertType | None, Field(description="Only this alert type.")] = None,
-        certificate_id: Annotated[str | None, Field(description="Only alerts about this certificate id.")] = None,
-        error_contains: Annotated[str | None, Field(
-            description="Only rows whose last_error contains this text (case-insensitive), e.g. '503'.")] = None,
+        status: StatusFilter = None,
+        channel: ChannelFilter = None,
+        type: TypeFilter = None,
+        certificate_id: CertificateFilter = None,
+        error_contains: ErrorFilter = None,
         per_page: Annotated[int, Field(ge=1, le=MAX_PAGE, description="Rows per page (at most 50).")] = 20,
         cursor: Annotated[str | None, Field(description="The cursor the previous page named, for the next.")] = None,
         as_of: Annotated[str | None, Field(
@@ -226,13 +234,9 @@ def build_server(client: ApiClient) -> MCPServer:
 
     @server.tool(annotations=_READ, structured_output=False)
     def bulk_requeue_dry_run(
-        status: Annotated[Literal["dead", "failed"], Field(description="Which rows: dead or failed.")] = "dead",
-        channel: Annotated[Channel | None, Field(description="Only this channel.")] = None,
-        type: Annotated[AlertType | None, Field(description="Only this alert type.")] = None,
-        certificate_id: Annotated[str | None, Field(description="Only alerts about this certificate id.")] = None,
-        error_contains: Annotated[str | None, Field(description="Only rows whose last_error contains this.")] = None,
-        created_after: Annotated[str | None, Field(description="ISO 8601 UTC, e.g. 2026-12-01T00:00:00Z.")] = None,
-        created_before: Annotated[str | None, Field(description="ISO 8601 UTC.")] = None,
+        status: BulkStatus = "dead", channel: ChannelFilter = None, type: TypeFilter = None,
+        certificate_id: CertificateFilter = None, error_contains: ErrorFilter = None,
+        created_after: CreatedAfter = None, created_before: CreatedBefore = None,
     ) -> str:
         """Count the rows a bulk requeue with these filters would requeue; changes nothing. Needs an admin
         key (the API answers bulk-requeue questions to admins only). Run it first and tell the user the
@@ -247,13 +251,9 @@ def build_server(client: ApiClient) -> MCPServer:
         max_rows: Annotated[int, Field(ge=1, description=(
             "The most rows the user agreed to requeue: the dry run's count. If more match now, nothing is "
             "requeued."))],
-        status: Annotated[Literal["dead", "failed"], Field(description="Which rows: dead or failed.")] = "dead",
-        channel: Annotated[Channel | None, Field(description="Only this channel.")] = None,
-        type: Annotated[AlertType | None, Field(description="Only this alert type.")] = None,
-        certificate_id: Annotated[str | None, Field(description="Only alerts about this certificate id.")] = None,
-        error_contains: Annotated[str | None, Field(description="Only rows whose last_error contains this.")] = None,
-        created_after: Annotated[str | None, Field(description="ISO 8601 UTC, e.g. 2026-12-01T00:00:00Z.")] = None,
-        created_before: Annotated[str | None, Field(description="ISO 8601 UTC.")] = None,
+        status: BulkStatus = "dead", channel: ChannelFilter = None, type: TypeFilter = None,
+        certificate_id: CertificateFilter = None, error_contains: ErrorFilter = None,
+        created_after: CreatedAfter = None, created_before: CreatedBefore = None,
     ) -> str:
         """Requeue every dead (or failed) row these filters match, as a rate-limited job on the server.
         Needs an admin key. Call bulk_requeue_dry_run first and pass its count as max_rows. Returns the

@@ -278,6 +278,24 @@ def settings(make_env):
 
 
 @pytest.fixture
+def env(make_env, sessions, monkeypatch):
+    """This test's environment set in the process (for CLI commands that read it), tables emptied."""
+    values = make_env()
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return values
+
+
+@pytest.fixture
+def api_url(settings, env):
+    """A real API server for this test's settings, on a thread of the test process; its base URL."""
+    from tests.support.api_server import threaded_api
+
+    with threaded_api(settings) as url:
+        yield url
+
+
+@pytest.fixture
 def start_worker(tmp_path, request, broker):
     """Start workers with ``start_worker(env, beat=False)``; all are killed after the test and their
     log is printed when the test failed.

@@ -4,36 +4,15 @@
 from __future__ import annotations
 
 import json
-import threading
 from datetime import UTC, datetime, timedelta
 
-import pytest
 import redis
 from click.testing import CliRunner
-from werkzeug.serving import make_server
 
-from api.app import create_app
 from certctl_notify import store
 from certctl_notify.publish import DELIVERY_QUEUE
 from cli import main
 from tests.conftest import wait_for
-
-
-@pytest.fixture
-def env(make_env, sessions, monkeypatch):
-    values = make_env()
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    return values
-
-
-@pytest.fixture
-def api_url(settings, env):
-    server = make_server("127.0.0.1", 0, create_app(settings), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
 
 
 def run(*args):

@@ -19,7 +19,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select, text
 
@@ -35,20 +34,6 @@ from tests.support.rows import insert_dead_in_bulk
 COMMAND = str(Path(sys.executable).parent / "certctl-notify")
 READ = {"Authorization": "Bearer read-key"}
 ADMIN = {"Authorization": "Bearer admin-key"}
-
-
-@pytest.fixture
-def env(make_env, sessions, monkeypatch):
-    values = make_env()
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    return values
-
-
-@pytest.fixture
-def api_url(settings, env):
-    with threaded_api(settings) as url:
-        yield url
 
 
 def cli(api_url, command, *args, key="read-key", color=False):
