@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import click
 
 from certctl_notify.environment import load_settings
@@ -85,3 +87,9 @@ def call(fn, *args, **kwargs):
         return fn(*args, **kwargs)
     except ApiClientError as exc:
         raise CliError(str(exc), exit_code_for(exc.status)) from None
+
+
+def api_path(*segments: str) -> str:
+    """``/api/v1/<segments>``, each quoted whole: an id someone typed (or a model chose) is one path
+    segment, so ``../requeue-jobs/…`` cannot reach another endpoint."""
+    return "/api/v1/" + "/".join(quote(s, safe="") for s in segments)

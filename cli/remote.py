@@ -23,6 +23,7 @@ from cli.common import (
     CliError,
     api_client,
     api_options,
+    api_path,
     call,
     choice_of,
 )
@@ -134,7 +135,7 @@ def _watch(fetch, body: dict, interval: float) -> None:
 @json_option
 def show(url, key, notification_id: str, as_json: bool) -> None:
     """One notification: its fields, then its attempts as a timeline."""
-    body = call(api_client(url, key).get, f"/api/v1/notifications/{notification_id}")
+    body = call(api_client(url, key).get, api_path("notifications", notification_id))
     if as_json:
         print_json(body)
         return
@@ -260,7 +261,7 @@ def _requeue_each(api, ids, as_json: bool) -> list[dict]:
     results = []
     for notification_id in ids:
         try:
-            api.post(f"/api/v1/notifications/{notification_id}/requeue")
+            api.post(api_path("notifications", notification_id, "requeue"))
             result = {"id": notification_id, "status": "requeued", "message": None}
         except ApiClientError as exc:
             outcome = {404: "not_found", 409: "conflict"}.get(exc.status, "error")
@@ -328,7 +329,7 @@ def _follow(api, job: dict) -> dict:
     with click.progressbar(length=max(job["matched"], 1), label="requeueing", file=sys.stderr, show_eta=True,
                            show_pos=True) as bar:
         while True:
-            state = call(api.get, f"/api/v1/requeue-jobs/{job['job_id']}")
+            state = call(api.get, api_path("requeue-jobs", job["job_id"]))
             progress = state["requeued"] + state["skipped"]
             bar.update(progress - done)
             done = progress
@@ -345,12 +346,12 @@ def _interrupted(url: str, key: str | None, job_id: str, as_json: bool) -> None:
     try:
         if _confirm_cancel(job_id):
             try:
-                api.post(f"/api/v1/requeue-jobs/{job_id}/cancel")
+                api.post(api_path("requeue-jobs", job_id, "cancel"))
             except ApiClientError as exc:
                 if exc.status != 409:  # 409: it finished meanwhile; its state says how
                     raise CliError(f"could not cancel {job_id} ({exc}): it may still be running",
                                    EXIT_INTERRUPTED) from None
-            state = call(api.get, f"/api/v1/requeue-jobs/{job_id}")
+            state = call(api.get, api_path("requeue-jobs", job_id))
             if as_json:
                 print_json(state)
             elif state["status"] == "cancelled":
@@ -360,7 +361,7 @@ def _interrupted(url: str, key: str | None, job_id: str, as_json: bool) -> None:
                 click.echo(f"{job_id} had already finished ({styled(state['status'])}): {state['requeued']:,} "
                            f"requeued, {state['skipped']:,} skipped")
         else:
-            state = call(api.get, f"/api/v1/requeue-jobs/{job_id}")
+            state = call(api.get, api_path("requeue-jobs", job_id))
             if as_json:
                 print_json(state)
             base = url.rstrip("/")

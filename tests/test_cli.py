@@ -99,6 +99,9 @@ def test_bad_input_and_unreachable_api_are_clear_errors(api_url):
     assert result.exit_code == 2 and "'Expired' is not one of" in result.stderr
     missing = api(api_url, "show", "notif_nope")
     assert missing.exit_code == 3 and "does not exist" in missing.stderr
+    # An id is one path segment: it cannot name another endpoint.
+    sneaky = api(api_url, "show", "../../stats/summary")
+    assert sneaky.exit_code == 3 and "not found" in sneaky.stderr and sneaky.stdout == ""
     down = run("list", "--url", "http://127.0.0.1:1", "--key", "k")
     assert down.exit_code == 1 and "cannot reach the API" in down.stderr
 
