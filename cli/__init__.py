@@ -26,7 +26,7 @@ def main() -> None:
       3    not found (the API answered 404)
       4    conflict (the API answered 409: wrong state, a bulk requeue already running)
       130  stopped with Ctrl-C
-    requeue ID… with several ids exits with the worst outcome among them: 1 if any failed for
+    requeue ID… and mark-read ID… with several ids exit with the worst outcome among them: 1 if any failed for
     another reason, else 3 if any does not exist, else 4 if any was in the wrong state.
 
     Shell completion: eval "$(certctl-notify completion bash)" (or zsh, fish).
@@ -34,8 +34,6 @@ def main() -> None:
 
 
 for _command in (local.migrate, local.sweep, local.recount, local.purge, local.worker, local.dev, local.test_channel,
-                 local.flower, remote.list_, remote.show, remote.stats, remote.requeue, remote.enqueue, remote.workers):
+                 local.flower, remote.list_, remote.show, remote.stats, remote.requeue, remote.mark_read,
+                 remote.enqueue, remote.workers, mcp_command.mcp, completion.completion, doctor.doctor):
     main.add_command(_command)
-main.add_command(mcp_command.mcp)
-main.add_command(completion.completion)
-main.add_command(doctor.doctor)

@@ -247,37 +247,57 @@ def requeue(url, key, ids, all_dead, channel, dry_run, as_json) -> None:
     if all_dead:
         _bulk_requeue(url, key, channel, dry_run, as_json)
         return
-    results = _requeue_each(api_client(url, key), ids, as_json)
+    _act_on_each(api_client(url, key), ids, "requeue", "requeued", as_json)
+
+
+@click.command("mark-read")
+@api_options
+@click.argument("ids", nargs=-1, required=True)
+@json_option
+def mark_read(url, key, ids, as_json) -> None:
+    """Mark sent notifications read (acknowledged) or dismiss dead ones, by id.
+
+    Pending and failed rows are refused (their delivery is still running). The exit code is the worst
+    outcome among the ids, as for requeue. With --json: {"results": [{"id", "status":
+    marked_as_read|not_found|conflict|error, "message"}]}.
+    """
+    _act_on_each(api_client(url, key), ids, "read", "marked_as_read", as_json)
+
+
+def _act_on_each(api, ids, action: str, done: str, as_json: bool) -> None:
+    """POST /notifications/{id}/{action} for each id; print each outcome, exit with the worst."""
+    results = _post_each(api, ids, action, done, as_json)
     if as_json:
         print_json({"results": results})
-    code = requeue_exit_code([r["status"] for r in results])
+    code = worst_exit_code([r["status"] for r in results])
     if code:
         sys.exit(code)
 
 
-def _requeue_each(api, ids, as_json: bool) -> list[dict]:
+def _post_each(api, ids, action: str, done: str, as_json: bool) -> list[dict]:
     from certctl_notify.errors import ApiClientError
 
     results = []
     for notification_id in ids:
         try:
-            api.post(api_path("notifications", notification_id, "requeue"))
-            result = {"id": notification_id, "status": "requeued", "message": None}
+            api.post(api_path("notifications", notification_id, action))
+            result = {"id": notification_id, "status": done, "message": None}
         except ApiClientError as exc:
             outcome = {404: "not_found", 409: "conflict"}.get(exc.status, "error")
             result = {"id": notification_id, "status": outcome, "message": str(exc)}
         results.append(result)
         if as_json:
             continue
-        if result["status"] == "requeued":
-            click.echo(f"{notification_id}: {styled('requeued', 'pending')}")
+        if result["status"] == done:
+            colour = "pending" if action == "requeue" else "read"  # what the row is now
+            click.echo(f"{notification_id}: {styled(done.replace('_', ' '), colour)}")
         else:
             note(f"{notification_id}: {result['status'].replace('_', ' ')}: {result['message']}")
     return results
 
 
-def requeue_exit_code(statuses: list[str]) -> int:
-    """0 when every id was requeued; else the worst: 1 (another error), then 3 (not found), then 4 (conflict)."""
+def worst_exit_code(statuses: list[str]) -> int:
+    """0 when every id was acted on; else the worst: 1 (another error), then 3 (not found), then 4 (conflict)."""
     if "error" in statuses:
         return EXIT_FAILURE
     if "not_found" in statuses:

@@ -122,3 +122,17 @@ def test_test_channel_reports_delivery_and_failure(env, make_env, start_worker, 
     unconfigured = run("test-channel", "Slack", "--wait", "20")
     assert unconfigured.exit_code != 0
     assert "channel Slack is not configured (set CERTCTL_SLACK_WEBHOOK_URL)" in unconfigured.output
+
+
+def test_mark_read_acknowledges_sent_and_dead_rows_and_refuses_pending(api_url, sessions):
+    add(sessions, "n-sent", "sent", sent_at=datetime.now(UTC))
+    add(sessions, "n-dead", "dead", retry_count=5)
+    add(sessions, "n-pending", "pending")
+    result = api(api_url, "mark-read", "n-sent", "n-dead", "--json")
+    assert result.exit_code == 0
+    assert [r["status"] for r in json.loads(result.stdout)["results"]] == ["marked_as_read", "marked_as_read"]
+    refused = api(api_url, "mark-read", "n-pending")
+    assert refused.exit_code == 4 and "n-pending: conflict" in refused.stderr
+    with sessions.begin() as s:
+        assert [store.get(s, i).status for i in ("n-sent", "n-dead", "n-pending")] == ["read", "read", "pending"]
+    assert api(api_url, "mark-read", "n-pending", key="read-key").exit_code == 1
