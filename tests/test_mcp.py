@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import anyio
@@ -52,6 +53,13 @@ def dead_letters(api_url, make_env, start_worker, receiver, sessions):
     wait_for(lambda: [status_of(sessions, ids[k]) for k in ids] == ["dead", "dead", "sent"], timeout=30,
              message="two dead letters and one sent")
     return ids
+
+
+def run_async(fn) -> None:
+    """``fn()`` on an event loop of its own thread: the browser tests' Playwright (sync API) keeps an
+    asyncio loop marked running on the main thread for the whole session."""
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(anyio.run, fn).result()
 
 
 def text(result) -> str:
@@ -118,7 +126,7 @@ def test_every_tool_over_stdio(api_url, dead_letters, receiver, sessions):
         async with Client(params) as client:
             await walk_every_tool(client, dead_letters, receiver, sessions)
 
-    anyio.run(session)
+    run_async(session)
 
 
 def test_every_tool_over_streamable_http(api_url, dead_letters, receiver, sessions, tmp_path):
@@ -133,7 +141,7 @@ def test_every_tool_over_streamable_http(api_url, dead_letters, receiver, sessio
             await walk_every_tool(client, dead_letters, receiver, sessions)
 
     try:
-        anyio.run(session)
+        run_async(session)
     finally:
         server.stop()
 
@@ -151,7 +159,7 @@ def in_process(api_url: str, key: str, steps) -> None:
         async with Client(build_server(ApiClient(api_url, key))) as client:
             await steps(client)
 
-    anyio.run(session)
+    run_async(session)
 
 
 def test_alert_text_is_fenced_as_data_and_an_admin_key_is_not_talked_into_acting(api_url, dead_letters, sessions):
