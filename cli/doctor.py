@@ -404,17 +404,10 @@ def _kombu_broker(settings, target: str, fix: str, timeout: float) -> Check:
 
 
 def _url_passwords(url: str) -> tuple[str, ...]:
-    from urllib.parse import unquote, urlsplit
+    """What may be a secret in each server's URL of a broker URL (``;`` separates Kombu's failover hosts)."""
+    from certctl_notify.redact import url_secrets
 
-    passwords = []
-    for part in url.split(";"):
-        try:
-            password = urlsplit(part).password
-        except ValueError:
-            continue
-        if password:
-            passwords += [password, unquote(password)]
-    return tuple(passwords)
+    return tuple(secret for part in url.split(";") for secret in url_secrets(part))
 
 
 def _workers(settings, timeout: float) -> Check:

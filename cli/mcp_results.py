@@ -14,8 +14,6 @@ from __future__ import annotations
 import json
 import secrets
 
-from certctl_notify.display import attempt_number
-
 #: Fields a producer or a receiver wrote: always inside the fence.
 UNTRUSTED_FIELDS = ("certificate_id", "dedupe_key", "recipient", "subject", "message", "last_error")
 #: The outside-written fields a list shows for each row (the detail shows all of them).
@@ -57,11 +55,6 @@ def untrusted_of(row: dict, limit: int = TEXT_PREVIEW_CHARS, fields: tuple[str, 
     """The id plus those of ``fields`` (outside-written) that are set, each cut to ``limit``."""
     texts = {name: preview(row.get(name), limit) for name in fields}
     return {"id": row["id"], **{name: value for name, value in texts.items() if value not in (None, "")}}
-
-
-def attempt_label(row: dict) -> str:
-    """"n/5": the attempt an API row is at, counted as the console and the CLI count it."""
-    return f"{attempt_number(row['status'], row['retry_count'], row.get('sent_at'))}/{row['max_attempts']}"
 
 
 def short_time(value: str | None) -> str:

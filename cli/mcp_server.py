@@ -22,7 +22,6 @@ from cli.common import api_path
 from cli.mcp_results import (
     LIST_FIELDS,
     LIST_PREVIEW_CHARS,
-    attempt_label,
     compose,
     fenced,
     preview,
@@ -30,6 +29,7 @@ from cli.mcp_results import (
     table,
     untrusted_of,
 )
+from cli.output import attempt_of
 
 #: Most rows one list call returns: a page of 50 stays a few thousand tokens.
 MAX_PAGE = 50
@@ -94,16 +94,17 @@ def _explain(tool: str, exc: ApiClientError) -> str:
     return f"the API answered {exc.status} ({exc.code or 'error'}): {exc}"
 
 
-def _filters(status, channel, alert_type, certificate_id, error_contains) -> dict:
+def _filters(status, channel, alert_type, certificate_id, error_contains, created_after=None,
+             created_before=None) -> dict:
+    """The API's filter fields (``q`` is the text in last_error) that the caller set."""
     values = {"status": status, "channel": channel, "type": alert_type, "certificate_id": certificate_id,
-              "q": error_contains}
+              "q": error_contains, "created_after": created_after, "created_before": created_before}
     return {k: v for k, v in values.items() if v is not None}
 
 
 def _row_line(row: dict) -> tuple:
-    return (row["id"], row["status"], attempt_label(row), row["channel"], row["type"], row["severity"],
-            short_time(row["created_at"]), short_time(row["next_retry_at"]) if row["next_retry_at"] else None,
-            short_time(row["sent_at"]) if row["sent_at"] else None)
+    return (row["id"], row["status"], attempt_of(row), row["channel"], row["type"], row["severity"],
+            short_time(row["created_at"]), short_time(row["next_retry_at"]), short_time(row["sent_at"]))
 
 
 _ROW_COLUMNS = ("id", "status", "attempt", "channel", "type", "severity", "created", "next_retry", "sent")
@@ -150,7 +151,7 @@ def build_server(client: ApiClient) -> MCPServer:
         row = api.call("get_notification", "GET", api_path("notifications", notification_id))
         times = ", ".join(f"{k} {short_time(row[k])}" for k in ("created_at", "updated_at", "next_retry_at",
                                                                  "sent_at") if row[k])
-        head = (f"Notification {row['id']}: {row['status']}, attempt {attempt_label(row)}, {row['channel']} "
+        head = (f"Notification {row['id']}: {row['status']}, attempt {attempt_of(row)}, {row['channel']} "
                 f"{row['type']} ({row['severity']}); {times}. {len(row['attempts'])} attempts recorded.")
         attempts = table(("attempt", "started", "ms", "outcome", "error_class", "status_code", "worker"),
                          [(a["attempt"], short_time(a["started_at"]), a["duration_ms"], a["outcome"] or "running",
@@ -222,11 +223,6 @@ def build_server(client: ApiClient) -> MCPServer:
         api.call("mark_read", "POST", api_path("notifications", notification_id, "read"))
         return f"Marked {notification_id} read."
 
-    def bulk_body(status, channel, alert_type, certificate_id, error_contains, created_after, created_before):
-        body = _filters(status, channel, alert_type, certificate_id, error_contains)
-        body.update({k: v for k, v in (("created_after", created_after), ("created_before", created_before)) if v})
-        return body
-
     @server.tool(annotations=_READ, structured_output=False)
     def bulk_requeue_dry_run(
         status: BulkStatus = "dead", channel: ChannelFilter = None, type: TypeFilter = None,
@@ -236,7 +232,7 @@ def build_server(client: ApiClient) -> MCPServer:
         """Count the rows a bulk requeue with these filters would requeue; changes nothing. Needs an admin
         key (the API answers bulk-requeue questions to admins only). Run it first and tell the user the
         count before calling bulk_requeue."""
-        body = bulk_body(status, channel, type, certificate_id, error_contains, created_after, created_before)
+        body = _filters(status, channel, type, certificate_id, error_contains, created_after, created_before)
         found = api.call("bulk_requeue_dry_run", "POST", api_path("notifications", "requeue"),
                          body={**body, "dry_run": True})
         return f"{found['matched']} {status} notifications match {_describe(body)}; nothing was changed."
@@ -253,7 +249,7 @@ def build_server(client: ApiClient) -> MCPServer:
         """Requeue every dead (or failed) row these filters match, as a rate-limited job on the server.
         Needs an admin key. Call bulk_requeue_dry_run first and pass its count as max_rows. Returns the
         job id: follow it with bulk_requeue_status, stop it with cancel_bulk_requeue."""
-        body = bulk_body(status, channel, type, certificate_id, error_contains, created_after, created_before)
+        body = _filters(status, channel, type, certificate_id, error_contains, created_after, created_before)
         matched = api.call("bulk_requeue", "POST", api_path("notifications", "requeue"),
                            body={**body, "dry_run": True})["matched"]
         if matched > max_rows:

@@ -70,9 +70,14 @@ def relative(moment: datetime | str | None, now: datetime | None = None) -> str:
     return f"in {fmt_seconds(seconds)}" if seconds > 0 else f"{fmt_seconds(-seconds)} ago"
 
 
+def attempt_of(row: dict) -> str:
+    """``3/5`` for a notification as the API returns it, counted as the console counts it."""
+    return f"{attempt_number(row['status'], row['retry_count'], row['sent_at'])}/{row['max_attempts']}"
+
+
 def attempt_label(row: dict) -> str:
-    """``Attempt 3/5`` for a notification as the API returns it, counted as the console counts it."""
-    return f"Attempt {attempt_number(row['status'], row['retry_count'], row['sent_at'])}/{row['max_attempts']}"
+    """``Attempt 3/5``."""
+    return f"Attempt {attempt_of(row)}"
 
 
 def truncate(text: str, width: int) -> str:
